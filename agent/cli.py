@@ -1,0 +1,282 @@
+"""Command line: ``mhq-agent <command>`` (also ``python -m agent``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from types import FrameType
+
+from agent import __version__, logs
+from agent.config.settings import LoadOptions, Settings, load_settings
+from agent.errors import AgentError, ConfigError
+from agent.jobs import (
+    JobBusyError,
+    Runtime,
+    run_commands,
+    run_fetch,
+    run_heartbeat,
+    run_push,
+)
+from agent.scheduler import GRACE_S, Scheduler
+from agent.store.db import Database
+from agent.store.migrate import migrate
+
+log = logging.getLogger("agent")
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def _common_flags(default: object) -> argparse.ArgumentParser:
+    """Flags accepted before and after the command; ``default`` keeps either from
+    overwriting the other."""
+    common = argparse.ArgumentParser(add_help=False, argument_default=default)
+    common.add_argument(
+        "--config",
+        metavar="PATH",
+        help="JSON config file (default: $MHQ_CONFIG, else ./config.json if present)",
+    )
+    common.add_argument(
+        "--ssm-prefix",
+        metavar="PATH",
+        help="read settings from SSM parameters under this path, e.g. /mhq-agent",
+    )
+    common.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="Postgres connection URL (overrides DATABASE_URL)",
+    )
+    common.add_argument(
+        "--log-format",
+        choices=("json", "text"),
+        help="log format (default: text on a terminal, json otherwise)",
+    )
+    common.add_argument(
+        "--log-level",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        type=str.upper,
+        help="minimum level logged (default INFO)",
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common_flags(argparse.SUPPRESS)
+    parser = argparse.ArgumentParser(
+        prog="mhq-agent",
+        description=(
+            "Sync merge requests, pipelines and deployments from your code hosts "
+            "to MiddlewareHQ."
+        ),
+        parents=[_common_flags(None)],
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"mhq-sync-agent {__version__}"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser(
+        "run",
+        parents=[common],
+        help="run the scheduler: fetch, push and heartbeat on their cron schedules",
+    )
+    commands.add_parser(
+        "sync", parents=[common], help="one fetch followed by one push, now"
+    )
+    commands.add_parser(
+        "fetch",
+        parents=[common],
+        help="fetch changes from every configured repository, now",
+    )
+    push_parser = commands.add_parser(
+        "push", parents=[common], help="deliver unsent records to MHQ, now"
+    )
+    push_parser.add_argument(
+        "--retry-rejected",
+        action="store_true",
+        help="also resend batches MHQ rejected with 400 or 422",
+    )
+    commands.add_parser(
+        "heartbeat",
+        parents=[common],
+        help="send one heartbeat and run the commands MHQ returns",
+    )
+    status_parser = commands.add_parser(
+        "status", parents=[common], help="show repositories, jobs and the backlog"
+    )
+    status_parser.add_argument(
+        "--json", action="store_true", help="print JSON instead of tables"
+    )
+    commands.add_parser("migrate", parents=[common], help="apply database migrations")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    options = LoadOptions(
+        config_path=args.config,
+        ssm_prefix=args.ssm_prefix,
+        flags={
+            "database_url": args.database_url,
+            "log.format": args.log_format,
+            "log.level": args.log_level,
+        },
+    )
+    try:
+        settings = load_settings(options)
+        _require_for(args.command, settings)
+    except ConfigError as exc:
+        logs.configure(args.log_format, args.log_level)
+        log.error(
+            "configuration invalid",
+            extra={"key": exc.key, "source": exc.source, "problem": exc.problem},
+        )
+        print(f"mhq-agent: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    logs.masker.register(settings.secrets)
+    logs.configure(settings.get("log.format"), settings.get("log.level"))
+    for warning in settings.warnings:
+        log.warning(warning)
+    handler = HANDLERS[args.command]
+    try:
+        return handler(args, settings, lambda: load_settings(options))
+    except JobBusyError as exc:
+        log.error("job busy", extra={"error": str(exc)})
+        return EXIT_FAILED
+    except AgentError as exc:
+        log.error("command failed", extra={"command": args.command, "error": str(exc)})
+        print(f"mhq-agent: {logs.mask(str(exc))}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _require_for(command: str, settings: Settings) -> None:
+    """Check, before any network call, that the command has what it needs."""
+    settings.require("database_url")
+    fetches = command in ("run", "sync", "fetch")
+    pushes = command in ("run", "sync", "push", "heartbeat")
+    if fetches and not (
+        settings.gitlab.repositories or settings.bitbucket.repositories
+    ):
+        raise ConfigError(
+            "integrations.gitlab.repositories",
+            "no source",
+            "no repositories are configured; list project or group URLs under "
+            "integrations.gitlab.repositories in config.json or the SSM parameter "
+            "<prefix>/gitlab/repositories",
+        )
+    if fetches and settings.gitlab.repositories:
+        settings.require("integrations.gitlab.access_token")
+    if pushes:
+        settings.require(
+            "mhq.webhook_url", "mhq.client_id", "mhq.client_secret", "mhq.public_key"
+        )
+
+
+def _runtime(settings: Settings) -> Runtime:
+    stop, abort = threading.Event(), threading.Event()
+    _install_signal_handlers(lambda: _stop_with_grace(stop, abort))
+    db = Database(settings.get("database_url"), stop=abort)
+    migrate(db)
+    return Runtime(settings, db, stop, abort)
+
+
+def _stop_with_grace(stop: threading.Event, abort: threading.Event) -> None:
+    if not stop.is_set():
+        log.info("shutdown requested; finishing the current page")
+        stop.set()
+        timer = threading.Timer(GRACE_S, abort.set)
+        timer.daemon = True
+        timer.start()
+
+
+def _install_signal_handlers(callback: Callable[[], None]) -> None:
+    def handle(signum: int, frame: FrameType | None) -> None:
+        callback()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+
+def cmd_run(
+    args: argparse.Namespace, settings: Settings, reload: Callable[[], Settings]
+) -> int:
+    db = Database(settings.get("database_url"))
+    migrate(db)
+    db.close()
+    scheduler = Scheduler(reload, settings.get("database_url"))
+    _install_signal_handlers(scheduler.request_stop)
+    scheduler.run()
+    return EXIT_OK
+
+
+def cmd_sync(
+    args: argparse.Namespace, settings: Settings, reload: Callable[[], Settings]
+) -> int:
+    runtime = _runtime(settings)
+    fetched = run_fetch(runtime)
+    if runtime.stop.is_set():
+        return EXIT_FAILED
+    pushed = run_push(runtime)
+    return EXIT_OK if fetched.ok and pushed and not fetched.interrupted else EXIT_FAILED
+
+
+def cmd_fetch(
+    args: argparse.Namespace, settings: Settings, reload: Callable[[], Settings]
+) -> int:
+    result = run_fetch(_runtime(settings))
+    return EXIT_OK if result.ok and not result.interrupted else EXIT_FAILED
+
+
+def cmd_push(
+    args: argparse.Namespace, settings: Settings, reload: Callable[[], Settings]
+) -> int:
+    ok = run_push(_runtime(settings), retry_rejected=args.retry_rejected)
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def cmd_heartbeat(
+    args: argparse.Namespace, settings: Settings, reload: Callable[[], Settings]
+) -> int:
+    runtime = _runtime(settings)
+    commands = run_heartbeat(runtime)
+    if commands:
+        run_commands(runtime)
+    return EXIT_OK
+
+
+def cmd_status(
+    args: argparse.Namespace, settings: Settings, reload: Callable[[], Settings]
+) -> int:
+    from agent.status import collect_status, render_status
+
+    db = Database(settings.get("database_url"))
+    migrate(db)
+    report = collect_status(settings, db)
+    print(render_status(report, as_json=args.json))
+    return EXIT_OK
+
+
+def cmd_migrate(
+    args: argparse.Namespace, settings: Settings, reload: Callable[[], Settings]
+) -> int:
+    applied = migrate(Database(settings.get("database_url")))
+    print(
+        f"applied {len(applied)} migration(s)"
+        + (f": {', '.join(applied)}" if applied else "")
+    )
+    return EXIT_OK
+
+
+HANDLERS: dict[
+    str, Callable[[argparse.Namespace, Settings, Callable[[], Settings]], int]
+] = {
+    "run": cmd_run,
+    "sync": cmd_sync,
+    "fetch": cmd_fetch,
+    "push": cmd_push,
+    "heartbeat": cmd_heartbeat,
+    "status": cmd_status,
+    "migrate": cmd_migrate,
+}

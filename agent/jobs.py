@@ -1,0 +1,380 @@
+"""The agent's jobs (fetch, push, heartbeat) and the commands MHQ can send.
+
+Each job runs once per call, records a job run, and holds a Postgres advisory lock
+so the same job never runs twice at once, even from two processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.config.settings import Settings
+from agent.errors import AgentError, ProviderError, StoreError
+from agent.heartbeat import send_heartbeat
+from agent.providers import REGISTRY
+from agent.providers.base import Provider, RepositoryRef, ResolveFailure
+from agent.providers.http import Interrupted
+from agent.push.delivery import push
+from agent.store.db import Database
+from agent.store.outbox import Outbox
+from agent.store.records import RecordStore
+from agent.store.state import StateStore
+
+log = logging.getLogger(__name__)
+
+# Advisory lock keys: the scheduler's instance lock and one per job.
+AGENT_LOCK = 4_172_000
+JOB_LOCKS = {"fetch": 4_172_010, "push": 4_172_011, "heartbeat": 4_172_012}
+
+
+class JobBusyError(AgentError):
+    """The job is already running in this or another agent process."""
+
+
+@dataclass
+class Runtime:
+    """What a job needs: settings in force, a database handle, shutdown signals."""
+
+    settings: Settings
+    db: Database
+    stop: threading.Event
+    abort: threading.Event
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FetchResult:
+    ok: bool = True
+    repositories: int = 0
+    failed: list[str] = field(default_factory=list)
+    records_changed: int = 0
+    records_deleted: int = 0
+    pages: int = 0
+    requests: int = 0
+    interrupted: bool = False
+    record_failures: int = 0
+
+
+@contextmanager
+def job_lock(db: Database, job: str) -> Iterator[None]:
+    """Hold the job's advisory lock on a connection of its own for the job's length."""
+    lock_db = Database(db.url, application_name=f"mhq-agent-{job}-lock")
+    try:
+        rows = lock_db.fetch_all("SELECT pg_try_advisory_lock(%s)", (JOB_LOCKS[job],))
+        if not rows[0][0]:
+            raise JobBusyError(f"{job} is already running in another agent process")
+        yield
+    finally:
+        lock_db.close()
+
+
+@contextmanager
+def recorded_run(state: StateStore, job: str, trigger: str) -> Iterator[dict[str, Any]]:
+    run_id = state.start_run(job, trigger)
+    summary: dict[str, Any] = {}
+    started = time.monotonic()
+    log.info("job started", extra={"job": job, "trigger": trigger, "run_id": run_id})
+    try:
+        yield summary
+    except Interrupted:
+        state.finish_run(run_id, "interrupted", summary)
+        log.warning("job interrupted", extra={"job": job, "run_id": run_id})
+        raise
+    except BaseException as exc:
+        summary["error"] = str(exc)
+        _finish_quietly(state, run_id, "failed", summary)
+        raise
+    status = "ok" if summary.get("ok", True) else "failed"
+    summary["elapsed_s"] = round(time.monotonic() - started, 2)
+    state.finish_run(run_id, status, summary)
+    log.info(
+        "job finished",
+        extra={"job": job, "run_id": run_id, "status": status, **_brief(summary)},
+    )
+
+
+def _finish_quietly(
+    state: StateStore, run_id: int, status: str, summary: dict[str, Any]
+) -> None:
+    try:
+        state.finish_run(run_id, status, summary)
+    except StoreError as exc:
+        log.error("cannot record job run", extra={"run_id": run_id, "error": str(exc)})
+
+
+def _brief(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in summary.items() if not isinstance(v, list | dict)}
+
+
+def run_fetch(runtime: Runtime, trigger: str = "manual") -> FetchResult:
+    state = StateStore(runtime.db)
+    with (
+        job_lock(runtime.db, "fetch"),
+        recorded_run(state, "fetch", trigger) as summary,
+    ):
+        result = _fetch_all(runtime)
+        summary.update(vars(result))
+        summary["ok"] = result.ok
+    return result
+
+
+def _fetch_all(runtime: Runtime) -> FetchResult:
+    result = FetchResult()
+    store = RecordStore(runtime.db)
+    for name, factory in REGISTRY.items():
+        try:
+            provider = factory(runtime.settings, runtime.abort)
+        except ProviderError as exc:
+            log.error(
+                "provider not started", extra={"provider": name, "error": str(exc)}
+            )
+            runtime.problems.append(str(exc))
+            result.ok = False
+            continue
+        if provider is None:
+            continue
+        try:
+            _fetch_provider(runtime, provider, store, result)
+        finally:
+            result.requests += provider.request_count
+            provider.close()
+        if result.interrupted:
+            break
+    return result
+
+
+def _fetch_provider(
+    runtime: Runtime, provider: Provider, store: RecordStore, result: FetchResult
+) -> None:
+    for entry in provider.resolve():
+        if runtime.stop.is_set():
+            result.interrupted = True
+            return
+        if isinstance(entry, ResolveFailure):
+            _record_resolve_failure(store, provider, entry, result)
+            continue
+        result.repositories += 1
+        _fetch_repository(runtime, provider, entry, store, result)
+        if result.interrupted:
+            return
+
+
+def _record_resolve_failure(
+    store: RecordStore, provider: Provider, failure: ResolveFailure, result: FetchResult
+) -> None:
+    code = getattr(failure.error, "code", "error")
+    log.error(
+        "repository not resolved",
+        extra={
+            "provider": provider.name,
+            "repository": failure.entry,
+            "error": str(failure.error),
+        },
+    )
+    store.record_outcome(
+        provider.name,
+        failure.entry,
+        status="failed",
+        error_code=code,
+        error_message=str(failure.error),
+    )
+    result.ok = False
+    result.failed.append(failure.entry)
+
+
+def _fetch_repository(
+    runtime: Runtime,
+    provider: Provider,
+    repository: RepositoryRef,
+    store: RecordStore,
+    result: FetchResult,
+) -> None:
+    errors: list[tuple[str, str]] = []
+    state = store.view(provider.name, repository.key)
+    log.info(
+        "repository fetch started",
+        extra={"provider": provider.name, "repository": repository.key},
+    )
+    for stream in provider.streams:
+        try:
+            _fetch_stream(runtime, provider, repository, stream, state, store, result)
+        except Interrupted:
+            result.interrupted = True
+            break
+        except ProviderError as exc:
+            errors.append((exc.code, f"{stream}: {exc}"))
+            log.error(
+                "stream fetch failed",
+                extra={
+                    "provider": provider.name,
+                    "repository": repository.key,
+                    "stream": stream,
+                    "error": str(exc),
+                },
+            )
+        if runtime.stop.is_set():
+            result.interrupted = True
+            break
+    _record_repository_outcome(store, provider, repository, errors, result)
+
+
+def _fetch_stream(
+    runtime: Runtime,
+    provider: Provider,
+    repository: RepositoryRef,
+    stream: str,
+    state: Any,
+    store: RecordStore,
+    result: FetchResult,
+) -> None:
+    pages = items = 0
+    for page in provider.fetch(repository, stream, state):
+        outcome = store.apply_page(provider.name, repository.key, page)
+        pages += 1
+        items += page.items
+        result.pages += 1
+        result.records_changed += outcome.changed
+        result.records_deleted += outcome.deleted
+        result.record_failures += len(page.failures)
+        for failure in page.failures:
+            log.error(
+                "record skipped",
+                extra={
+                    "provider": provider.name,
+                    "repository": repository.key,
+                    "entity": failure.entity,
+                    "record_id": failure.raw_id,
+                    "error": failure.reason,
+                },
+            )
+        log.info(
+            "fetch progress",
+            extra={
+                "provider": provider.name,
+                "repository": repository.key,
+                "stream": stream,
+                "pages": pages,
+                "items": items,
+                "changed": outcome.changed,
+            },
+        )
+        if runtime.stop.is_set():
+            raise Interrupted("shutdown requested; stopped after a committed page")
+
+
+def _record_repository_outcome(
+    store: RecordStore,
+    provider: Provider,
+    repository: RepositoryRef,
+    errors: list[tuple[str, str]],
+    result: FetchResult,
+) -> None:
+    if result.interrupted and not errors:
+        return
+    if errors:
+        result.ok = False
+        result.failed.append(repository.key)
+        status = "failed" if len(errors) == len(provider.streams) else "partial"
+        code, message = errors[0]
+        store.record_outcome(
+            provider.name,
+            repository.key,
+            status=status,
+            error_code=code,
+            error_message="; ".join(m for _, m in errors),
+        )
+        return
+    store.record_outcome(provider.name, repository.key, status="ok")
+
+
+def run_push(
+    runtime: Runtime, trigger: str = "manual", *, retry_rejected: bool = False
+) -> bool:
+    state = StateStore(runtime.db)
+    with job_lock(runtime.db, "push"), recorded_run(state, "push", trigger) as summary:
+        agent_id = state.agent_id(runtime.settings.get("mhq.agent_id"))
+        result = push(
+            runtime.settings,
+            Outbox(runtime.db),
+            agent_id=agent_id,
+            stop=runtime.stop,
+            retry_rejected=retry_rejected,
+        )
+        summary.update(vars(result))
+        summary["ok"] = not result.errors
+    return not result.errors
+
+
+def run_heartbeat(runtime: Runtime, trigger: str = "manual") -> list[dict[str, Any]]:
+    """Send a heartbeat and return the new commands MHQ sent back."""
+    state = StateStore(runtime.db)
+    agent_id = state.agent_id(runtime.settings.get("mhq.agent_id"))
+    with recorded_run(state, "heartbeat", trigger) as summary:
+        result = send_heartbeat(
+            runtime.settings, runtime.db, agent_id, runtime.problems
+        )
+        summary.update(
+            {
+                "status": result.status,
+                "error": result.error,
+                "commands": len(result.commands),
+                "ok": result.error is None,
+            }
+        )
+    return result.commands
+
+
+def run_commands(runtime: Runtime) -> None:
+    """Execute every received command once, recording each result."""
+    state = StateStore(runtime.db)
+    for command_id, name, parameters in state.open_commands():
+        if not state.claim_command(command_id):
+            continue
+        log.info("command started", extra={"command_id": command_id, "command": name})
+        try:
+            outcome = _execute(runtime, name, parameters or {})
+        except (AgentError, ValueError) as exc:
+            state.finish_command(command_id, "failed", {"error": str(exc)})
+            log.error(
+                "command failed", extra={"command_id": command_id, "error": str(exc)}
+            )
+            continue
+        state.finish_command(
+            command_id, "ok" if outcome.get("ok") else "failed", outcome
+        )
+        log.info(
+            "command finished", extra={"command_id": command_id, **_brief(outcome)}
+        )
+
+
+def _execute(runtime: Runtime, name: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    outcome: dict[str, Any] = {}
+    if name == "resync":
+        repositories = parameters.get("repositories")
+        since = parameters.get("since")
+        if repositories is not None and not isinstance(repositories, list):
+            raise ValueError("resync parameter 'repositories' must be a list of keys")
+        if since is not None:
+            from agent.processing.records import utc_timestamp
+
+            since = utc_timestamp(since)
+        outcome["records_to_resend"] = RecordStore(runtime.db).reset_for_resync(
+            None, repositories, since
+        )
+    fetched = run_fetch(runtime, trigger=f"command:{name}")
+    pushed = run_push(runtime, trigger=f"command:{name}")
+    outcome.update(
+        {
+            "ok": fetched.ok and pushed,
+            "fetch_ok": fetched.ok,
+            "push_ok": pushed,
+            "records_changed": fetched.records_changed,
+        }
+    )
+    return outcome

@@ -1,0 +1,128 @@
+"""Postgres connections: connect with backoff, translate psycopg2 errors, transactions."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+import psycopg2.extras
+
+from agent.errors import StoreError, StoreUnavailableError
+
+log = logging.getLogger(__name__)
+
+Cursor = psycopg2.extensions.cursor
+
+
+class Database:
+    """One connection per instance; give each thread its own ``Database``.
+
+    Lost connections are reopened with exponential backoff and jitter for up to
+    ``reconnect_budget_s`` seconds; a transaction that was cut off is not retried
+    here, because only the caller knows whether it is safe to repeat.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        reconnect_budget_s: float = 60.0,
+        stop: threading.Event | None = None,
+        application_name: str = "mhq-agent",
+    ) -> None:
+        self.url = url
+        self._budget = reconnect_budget_s
+        self._stop = stop or threading.Event()
+        self._application_name = application_name
+        self._conn: psycopg2.extensions.connection | None = None
+
+    def connection(self) -> psycopg2.extensions.connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = self._connect_with_backoff()
+        return self._conn
+
+    def _connect_with_backoff(self) -> psycopg2.extensions.connection:
+        delay, waited, attempt = 0.5, 0.0, 1
+        while True:
+            try:
+                conn = psycopg2.connect(
+                    self.url,
+                    connect_timeout=5,
+                    application_name=self._application_name,
+                )
+                conn.autocommit = False
+                return conn
+            except psycopg2.OperationalError as exc:
+                if waited >= self._budget or self._stop.is_set():
+                    raise StoreUnavailableError(
+                        f"cannot connect to Postgres after {attempt} attempts "
+                        f"({_first_line(exc)}); check DATABASE_URL and that the "
+                        "server is running"
+                    ) from exc
+                sleep = min(delay, self._budget - waited) * random.uniform(0.5, 1.0)
+                log.warning(
+                    "database connect failed, retrying",
+                    extra={"attempt": attempt, "retry_in_s": round(sleep, 2)},
+                )
+                self._stop.wait(sleep)
+                waited += sleep
+                delay = min(delay * 2, 10.0)
+                attempt += 1
+
+    @contextmanager
+    def transaction(self) -> Iterator[Cursor]:
+        """Yield a cursor inside one transaction: commit on success, roll back on error."""
+        conn = self.connection()
+        try:
+            with conn.cursor() as cursor:
+                yield cursor
+            conn.commit()
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            self._discard()
+            raise StoreUnavailableError(
+                f"lost the Postgres connection ({_first_line(exc)})"
+            ) from exc
+        except psycopg2.Error as exc:
+            self._rollback()
+            raise StoreError(f"database error: {_first_line(exc)}") from exc
+        except BaseException:
+            self._rollback()
+            raise
+
+    def fetch_all(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+        with self.transaction() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+
+    def execute(self, sql: str, params: Any = None) -> None:
+        with self.transaction() as cursor:
+            cursor.execute(sql, params)
+
+    def close(self) -> None:
+        if self._conn is not None and not self._conn.closed:
+            self._conn.close()
+        self._conn = None
+
+    def _rollback(self) -> None:
+        if self._conn is not None and not self._conn.closed:
+            try:
+                self._conn.rollback()
+            except psycopg2.Error:
+                self._discard()
+
+    def _discard(self) -> None:
+        try:
+            self.close()
+        except psycopg2.Error:
+            self._conn = None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
