@@ -1,3 +1,3 @@
-"""MiddlewareHQ sync agent: fetches code-host data, strips it, stores it and pushes it to MHQ."""
+"""MiddlewareHQ sync agent: fetch code-host data, strip it, store it, push it to MHQ."""
 
 __version__ = "0.1.0"

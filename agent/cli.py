@@ -240,10 +240,10 @@ def cmd_heartbeat(
     args: argparse.Namespace, settings: Settings, reload: Callable[[], Settings]
 ) -> int:
     runtime = _runtime(settings)
-    commands = run_heartbeat(runtime)
-    if commands:
+    result = run_heartbeat(runtime)
+    if result.commands:
         run_commands(runtime)
-    return EXIT_OK
+    return EXIT_OK if result.error is None else EXIT_FAILED
 
 
 def cmd_status(

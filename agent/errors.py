@@ -13,7 +13,7 @@ class AgentError(Exception):
 
 
 class RetryableError(AgentError):
-    """Marker: the same call may succeed later (timeouts, 429, 5xx, lost connections)."""
+    """Marker: the same call may succeed later (timeout, 429, 5xx, lost connection)."""
 
 
 class ConfigError(AgentError):

@@ -62,6 +62,8 @@ def build_heartbeat(
         }
         data["repositories"] = _repositories(state)
         results = state.unreported_results()
+        for result in results:
+            result["finished_at"] = _iso(result["finished_at"])
         data["command_results"] = results
         reported = [r["id"] for r in results]
     except StoreError as exc:

@@ -16,7 +16,7 @@ from typing import Any
 
 from agent.config.settings import Settings
 from agent.errors import AgentError, ProviderError, StoreError
-from agent.heartbeat import send_heartbeat
+from agent.heartbeat import HeartbeatResult, send_heartbeat
 from agent.providers import REGISTRY
 from agent.providers.base import Provider, RepositoryRef, ResolveFailure
 from agent.providers.http import Interrupted
@@ -91,10 +91,12 @@ def recorded_run(state: StateStore, job: str, trigger: str) -> Iterator[dict[str
         _finish_quietly(state, run_id, "failed", summary)
         raise
     status = "ok" if summary.get("ok", True) else "failed"
+    if summary.get("interrupted"):
+        status = "interrupted"
     summary["elapsed_s"] = round(time.monotonic() - started, 2)
     state.finish_run(run_id, status, summary)
     log.info(
-        "job finished",
+        "job interrupted" if status == "interrupted" else "job finished",
         extra={"job": job, "run_id": run_id, "status": status, **_brief(summary)},
     )
 
@@ -233,10 +235,9 @@ def _fetch_stream(
     store: RecordStore,
     result: FetchResult,
 ) -> None:
-    pages = items = 0
-    for page in provider.fetch(repository, stream, state):
+    items = 0
+    for pages, page in enumerate(provider.fetch(repository, stream, state), start=1):
         outcome = store.apply_page(provider.name, repository.key, page)
-        pages += 1
         items += page.items
         result.pages += 1
         result.records_changed += outcome.changed
@@ -281,7 +282,7 @@ def _record_repository_outcome(
         result.ok = False
         result.failed.append(repository.key)
         status = "failed" if len(errors) == len(provider.streams) else "partial"
-        code, message = errors[0]
+        code = errors[0][0]
         store.record_outcome(
             provider.name,
             repository.key,
@@ -311,8 +312,8 @@ def run_push(
     return not result.errors
 
 
-def run_heartbeat(runtime: Runtime, trigger: str = "manual") -> list[dict[str, Any]]:
-    """Send a heartbeat and return the new commands MHQ sent back."""
+def run_heartbeat(runtime: Runtime, trigger: str = "manual") -> HeartbeatResult:
+    """Send a heartbeat; its result holds the new commands MHQ sent back."""
     state = StateStore(runtime.db)
     agent_id = state.agent_id(runtime.settings.get("mhq.agent_id"))
     with recorded_run(state, "heartbeat", trigger) as summary:
@@ -327,7 +328,7 @@ def run_heartbeat(runtime: Runtime, trigger: str = "manual") -> list[dict[str, A
                 "ok": result.error is None,
             }
         )
-    return result.commands
+    return result
 
 
 def run_commands(runtime: Runtime) -> None:
@@ -339,6 +340,13 @@ def run_commands(runtime: Runtime) -> None:
         log.info("command started", extra={"command_id": command_id, "command": name})
         try:
             outcome = _execute(runtime, name, parameters or {})
+        except JobBusyError as exc:
+            state.release_command(command_id)
+            log.warning(
+                "command postponed",
+                extra={"command_id": command_id, "reason": str(exc)},
+            )
+            continue
         except (AgentError, ValueError) as exc:
             state.finish_command(command_id, "failed", {"error": str(exc)})
             log.error(

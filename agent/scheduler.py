@@ -48,8 +48,14 @@ class Scheduler:
         *,
         stop: threading.Event | None = None,
         alive_file: Path = ALIVE_FILE,
+        runner: Callable[[str, str], None] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        """``runner(job, trigger)`` runs one job; by default the real jobs, against
+        the database. ``clock`` returns the current time as an aware datetime."""
         self._load_settings = load_settings
+        self._runner = runner or self._run_once
+        self._clock = clock
         self._database_url = database_url
         self.stop = stop or threading.Event()
         self.abort = threading.Event()
@@ -62,7 +68,7 @@ class Scheduler:
         self.problems: list[str] = []
 
     def request_stop(self) -> None:
-        """Ask jobs to finish their page; abort outstanding requests after a grace time."""
+        """Ask jobs to finish their page, and abort open requests after a grace time."""
         if self.stop.is_set():
             return
         log.info("shutdown requested")
@@ -80,7 +86,7 @@ class Scheduler:
                 return
             self._start()
             while not self.stop.is_set():
-                self._tick()
+                self.tick()
                 self.stop.wait(self._sleep_time())
         finally:
             self._drain()
@@ -107,10 +113,15 @@ class Scheduler:
             self.stop.wait(TICK_S)
         return False
 
+    def plan(self) -> dict[str, datetime]:
+        """Compute each job's next fire time from now; return the plan."""
+        now = self._clock()
+        self._next = {job: self._next_fire(job, now) for job in JOBS}
+        return dict(self._next)
+
     def _start(self) -> None:
-        now = datetime.now(UTC)
-        for job in JOBS:
-            self._next[job] = self._next_fire(job, now)
+        now = self._clock()
+        self.plan()
         log.info(
             "scheduler started",
             extra={job: self._next[job].isoformat() for job in JOBS},
@@ -143,10 +154,11 @@ class Scheduler:
             schedule_of(settings, job), settings.get("schedule.timezone"), after
         ).astimezone(UTC)
 
-    def _tick(self) -> None:
+    def tick(self) -> None:
+        """Start every job whose fire time has come; one loop of ``run``."""
         self._touch_alive()
         self._reload_settings()
-        now = datetime.now(UTC)
+        now = self._clock()
         for job in JOBS:
             if now >= self._next[job]:
                 # Computed from now, so fires missed during a long run count once.
@@ -169,14 +181,14 @@ class Scheduler:
         )
         self._settings = settings
         if changed:
-            now = datetime.now(UTC)
+            now = self._clock()
             self._next = {job: self._next_fire(job, now) for job in JOBS}
             log.info(
                 "schedules changed", extra={j: self._next[j].isoformat() for j in JOBS}
             )
 
     def _sleep_time(self) -> float:
-        now = datetime.now(UTC)
+        now = self._clock()
         soonest = min(self._next.values())
         return max(0.5, min(TICK_S, (soonest - now).total_seconds()))
 
@@ -201,7 +213,7 @@ class Scheduler:
 
     def _run_job(self, job: str, trigger: str) -> None:
         while True:
-            self._run_once(job, trigger)
+            self._runner(job, trigger)
             with self._lock:
                 if job not in self._pending or self.stop.is_set():
                     return
@@ -217,7 +229,9 @@ class Scheduler:
             elif job == "push":
                 run_push(runtime, trigger)
             else:
-                if run_heartbeat(runtime, trigger):
+                run_heartbeat(runtime, trigger)
+                # New commands, and ones postponed because their job was busy.
+                if StateStore(db).open_commands():
                     threading.Thread(
                         target=self._run_commands, name="commands", daemon=True
                     ).start()
@@ -239,6 +253,12 @@ class Scheduler:
             log.error("commands failed", extra={"error": str(exc)})
         finally:
             db.close()
+
+    def join(self, timeout: float) -> None:
+        """Wait for running jobs, including coalesced reruns, up to ``timeout``."""
+        deadline = time.monotonic() + timeout
+        for thread in list(self._threads.values()):
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def _drain(self) -> None:
         deadline = time.monotonic() + EXIT_WITHIN_S

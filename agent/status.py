@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +26,16 @@ def collect_status(settings: Settings, db: Database) -> dict[str, Any]:
             "records": held,
             "unsent": unsent,
         }
-        for provider, key, last_fetch, status, code, message, held, unsent in state.repository_states()
+        for (
+            provider,
+            key,
+            last_fetch,
+            status,
+            code,
+            message,
+            held,
+            unsent,
+        ) in state.repository_states()
     ]
     runs = state.last_runs()
     jobs = {
@@ -92,14 +102,16 @@ def render_status(report: dict[str, Any], *, as_json: bool) -> str:
         "",
         "Backlog",
         f"  records not yet batched: {backlog['unqueued_records']}",
-        f"  pending batches: {backlog['pending_batches']} ({backlog['pending_records']} records)",
-        f"  rejected batches: {backlog['rejected_batches']} ({backlog['rejected_records']} records;"
-        " resend with: mhq-agent push --retry-rejected)",
+        f"  pending batches: {backlog['pending_batches']} "
+        f"({backlog['pending_records']} records)",
+        f"  rejected batches: {backlog['rejected_batches']} "
+        f"({backlog['rejected_records']} records; resend with: "
+        "mhq-agent push --retry-rejected)",
     ]
     return "\n".join(lines)
 
 
-def _table(rows: list[tuple[str, ...]]) -> list[str]:
+def _table(rows: Sequence[tuple[str, ...]]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return [
         "  "

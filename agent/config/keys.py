@@ -12,7 +12,7 @@ from enum import Enum
 
 class Kind(Enum):
     STRING = "string"
-    SECRET = "secret"
+    SECRET = "secret"  # noqa: S105 - the name of a kind, not a password
     URL = "url"
     LIST = "list"
     INTEGER = "integer"

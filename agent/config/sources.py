@@ -20,7 +20,7 @@ from agent.errors import ConfigError
 
 @dataclass(frozen=True)
 class Value:
-    """A raw setting and where it came from, e.g. ``environment GITLAB_ACCESS_TOKEN``."""
+    """A raw setting and its origin, e.g. ``environment GITLAB_ACCESS_TOKEN``."""
 
     raw: Any
     source: str
@@ -53,7 +53,7 @@ class FileSource:
     def __init__(self, path: Path) -> None:
         self.path = path
         # Keys this agent does not know are kept, not fatal, so a config.json written
-        # for the earlier agent with extra keys still loads; the loader warns about them.
+        # for the earlier agent with extra keys still loads; the loader warns.
         self.unknown_keys: list[str] = []
 
     def load(self) -> dict[str, Value]:

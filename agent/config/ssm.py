@@ -30,9 +30,9 @@ _ACCESS_CODES = frozenset(
 class SsmSource:
     """Parameters under ``prefix``, keyed by config.json path.
 
-    ``client`` is a boto3 SSM client; without one, the source creates it on the first
-    ``load()`` with boto3's usual region and credential lookup (environment, shared
-    config, instance metadata).
+    ``client`` is a boto3 SSM client. Without one, the source creates a client on the
+    first ``load()``, and boto3 finds region and credentials as usual (environment,
+    shared config, instance metadata).
     """
 
     def __init__(self, prefix: str, client: Any = None) -> None:

@@ -93,12 +93,15 @@ class Provider(ABC):
     def fetch(
         self, repository: RepositoryRef, stream: str, state: StateView
     ) -> Iterator[Page]:
-        """Yield the pages of one stream of ``repository`` changed since its bookmark."""
+        """Yield the pages of one stream of ``repository`` changed since its bookmark.
+
+        Raises ProviderError for the stream; the other streams still run.
+        """
 
     @property
     @abstractmethod
     def request_count(self) -> int:
         """HTTP requests made so far, for the run summary."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook; most providers need it
         """Release sessions and worker threads."""

@@ -92,8 +92,10 @@ class HostClient:
         self.session.headers.update(headers)
         self.session.headers["User-Agent"] = f"mhq-sync-agent/{__version__}"
         self.session.headers["Accept"] = "application/json"
-        # TLS verification stays on: True uses the system CAs, a path adds a private CA.
-        self.session.verify = verify
+        # TLS verification stays on: True uses the system CAs, a path uses that PEM
+        # bundle instead. It is passed on every request, because requests lets
+        # REQUESTS_CA_BUNDLE in the environment override a session-level setting.
+        self._verify = verify
 
     def same_origin(self, url: str) -> bool:
         base, other = urlsplit(self.base_url), urlsplit(url)
@@ -145,8 +147,19 @@ class HostClient:
         with self._slots:
             try:
                 response = self.session.get(
-                    url, params=params, timeout=(10.0, self.settings.timeout_s)
+                    url,
+                    params=params,
+                    timeout=(10.0, self.settings.timeout_s),
+                    verify=self._verify,
                 )
+            except requests.exceptions.SSLError as exc:
+                self._log_request(url, params, None, started)
+                raise ProviderError(
+                    f"TLS verification of {self.provider} at {mask(url)} failed "
+                    f"({_first_reason(exc)}); if the host uses a private CA, set "
+                    "GITLAB_CA_BUNDLE to its PEM bundle",
+                    code="tls_error",
+                ) from exc
             except _NETWORK_ERRORS as exc:
                 self._log_request(url, params, None, started)
                 return exc
@@ -283,6 +296,15 @@ def _error_detail(response: requests.Response) -> str:
         body.get("message") or body.get("error") if isinstance(body, dict) else None
     )
     return f" ({mask(str(message))[:200]})" if message else ""
+
+
+def _first_reason(exc: Exception) -> str:
+    text = str(exc)
+    for marker in ("CERTIFICATE_VERIFY_FAILED", "WRONG_VERSION_NUMBER", "hostname"):
+        if marker in text:
+            start = text.find("[SSL") if "[SSL" in text else text.find(marker)
+            return text[start : start + 120].split("')")[0]
+    return text[:120]
 
 
 def _describe(outcome: object) -> str:

@@ -58,7 +58,8 @@ class Encryptor:
     def encrypt(self, plaintext: bytes) -> bytes:
         token = jwe.JWE(plaintext, protected=self._header)
         token.add_recipient(self._key)
-        return token.serialize(compact=True).encode("ascii")
+        compact: str = token.serialize(compact=True)
+        return compact.encode("ascii")
 
 
 class Signer:

@@ -1,4 +1,4 @@
-"""Postgres connections: connect with backoff, translate psycopg2 errors, transactions."""
+"""Postgres connections: connect with backoff, transactions, translated errors."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[Cursor]:
-        """Yield a cursor inside one transaction: commit on success, roll back on error."""
+        """Yield a cursor in one transaction: commit on success, roll back on error."""
         conn = self.connection()
         try:
             with conn.cursor() as cursor:

@@ -83,8 +83,8 @@ class Outbox:
         after: tuple[int, str] = (-1, "")
         while True:
             rows = self.db.fetch_all(
-                "SELECT id, provider, status, record_count, counts, envelope, attempts, "
-                "order_path, COALESCE(order_seq, seq) FROM outbox_batches "
+                "SELECT id, provider, status, record_count, counts, envelope, "
+                "attempts, order_path, COALESCE(order_seq, seq) FROM outbox_batches "
                 "WHERE status = ANY(%s) AND (COALESCE(order_seq, seq), order_path) > "
                 "(%s, %s) ORDER BY COALESCE(order_seq, seq), order_path LIMIT 1",
                 (statuses, after[0], after[1]),
@@ -108,17 +108,16 @@ class Outbox:
         self, batch_id: str, status: int | None, error: str | None
     ) -> None:
         self.db.execute(
-            "UPDATE outbox_batches SET attempts = attempts + 1, last_attempt_at = now(), "
-            "last_status = %s, last_error = %s WHERE id = %s",
+            "UPDATE outbox_batches SET attempts = attempts + 1, "
+            "last_attempt_at = now(), last_status = %s, last_error = %s WHERE id = %s",
             (status, error, batch_id),
         )
 
     def mark(self, batch_id: str, status: str) -> None:
-        delivered = "now()" if status == "delivered" else "NULL"
         self.db.execute(
-            f"UPDATE outbox_batches SET status = %s, delivered_at = {delivered} "
-            "WHERE id = %s",
-            (status, batch_id),
+            "UPDATE outbox_batches SET status = %s, delivered_at = CASE WHEN %s = "
+            "'delivered' THEN now() END WHERE id = %s",
+            (status, status, batch_id),
         )
 
     def split(self, batch: Batch) -> list[str]:

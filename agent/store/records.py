@@ -75,8 +75,8 @@ class RecordStore:
         """Record a repository's last fetch: ``ok``, ``partial`` or ``failed``."""
         self.db.execute(
             "INSERT INTO repository_state (provider, repository_key, last_fetch_at, "
-            "last_success_at, status, error_code, error_message) VALUES (%s, %s, now(), "
-            "CASE WHEN %s = 'ok' THEN now() END, %s, %s, %s) "
+            "last_success_at, status, error_code, error_message) "
+            "VALUES (%s, %s, now(), CASE WHEN %s = 'ok' THEN now() END, %s, %s, %s) "
             "ON CONFLICT (provider, repository_key) DO UPDATE SET "
             "last_fetch_at = now(), last_success_at = COALESCE("
             "EXCLUDED.last_success_at, repository_state.last_success_at), "
@@ -107,14 +107,16 @@ class RecordStore:
         with self.db.transaction() as cursor:
             if since:
                 cursor.execute(
-                    f"UPDATE bookmarks SET value = LEAST(value, %(since)s) WHERE {scope}",
+                    "UPDATE bookmarks SET value = LEAST(value, %(since)s) WHERE "  # noqa: S608
+                    + scope,
                     params,
                 )
             else:
-                cursor.execute(f"DELETE FROM bookmarks WHERE {scope}", params)
+                cursor.execute("DELETE FROM bookmarks WHERE " + scope, params)  # noqa: S608
             cursor.execute(
-                f"UPDATE records SET queued_hash = NULL, source_version = NULL WHERE {scope} "
-                "AND (%(since)s::text IS NULL OR COALESCE(payload->>'updated_at', "
+                "UPDATE records SET queued_hash = NULL, source_version = NULL WHERE "  # noqa: S608
+                + scope
+                + " AND (%(since)s::text IS NULL OR COALESCE(payload->>'updated_at', "
                 "payload->>'created_at', '9999') >= %(since)s)",
                 params,
             )
@@ -154,19 +156,25 @@ def _upsert(
         return 0
     cursor.execute(
         "SELECT entity, record_key, content_hash, source_version FROM records "
-        "WHERE provider = %s AND (entity, record_key) IN (SELECT * FROM unnest(%s, %s))",
+        "WHERE provider = %s AND (entity, record_key) IN "
+        "(SELECT * FROM unnest(%s, %s))",
         (provider, [r.entity for r in records], [r.key for r in records]),
     )
-    existing = {(e, k): (bytes(h), v) for e, k, h, v in cursor.fetchall()}
+    existing: dict[tuple[str, str], tuple[bytes, str | None]] = {
+        (e, k): (bytes(h), v) for e, k, h, v in cursor.fetchall()
+    }
     rows = []
     changed = 0
     for record in records:
         digest = record.content_hash()
         version = versions.get((record.entity, record.key))
         before = existing.get((record.entity, record.key))
-        is_changed = before is None or before[0] != digest
-        if not is_changed and (version is None or before[1] == version):
-            continue
+        if before is None:
+            is_changed = True
+        else:
+            is_changed = before[0] != digest
+            if not is_changed and (version is None or before[1] == version):
+                continue
         changed += is_changed
         rows.append(
             (
@@ -188,13 +196,15 @@ def _upsert(
             "parent_id, source_version, payload, content_hash, change_seq) VALUES %s "
             "ON CONFLICT (provider, entity, record_key) DO UPDATE SET "
             "repository_key = EXCLUDED.repository_key, parent_id = EXCLUDED.parent_id, "
-            "source_version = COALESCE(EXCLUDED.source_version, records.source_version), "
+            "source_version = COALESCE(EXCLUDED.source_version, "
+            "records.source_version), "
             "payload = EXCLUDED.payload, content_hash = EXCLUDED.content_hash, "
-            "change_seq = COALESCE(EXCLUDED.change_seq, records.change_seq), "
+            "change_seq = CASE WHEN records.content_hash = EXCLUDED.content_hash "
+            "THEN records.change_seq ELSE EXCLUDED.change_seq END, "
             "updated_at = now()",
-            rows,
+            [row[:8] for row in rows],
             template="(%s, %s, %s, %s, %s, %s, %s::jsonb, %s, "
-            "CASE WHEN %s THEN nextval('record_change_seq') END)",
+            "nextval('record_change_seq'))",
             page_size=500,
         )
         _forget_deletions(cursor, provider, [r for r in rows if r[8]])

@@ -99,6 +99,14 @@ class StateStore:
             )
             return cursor.rowcount == 1
 
+    def release_command(self, command_id: str) -> None:
+        """Put a claimed command back, to run on a later heartbeat."""
+        self.db.execute(
+            "UPDATE commands SET status = 'received' "
+            "WHERE id = %s AND status = 'running'",
+            (command_id,),
+        )
+
     def finish_command(
         self, command_id: str, status: str, result: dict[str, Any]
     ) -> None:
@@ -112,8 +120,8 @@ class StateStore:
         return [
             (row[0], row[1], row[2])
             for row in self.db.fetch_all(
-                "SELECT id, command, parameters FROM commands WHERE status = 'received' "
-                "ORDER BY received_at"
+                "SELECT id, command, parameters FROM commands "
+                "WHERE status = 'received' ORDER BY received_at"
             )
         ]
 

@@ -69,7 +69,7 @@ _DEPLOYMENT_STATUSES = {
 
 
 def repository(ref: RepositoryRef, project: dict[str, Any]) -> Record:
-    namespace = project.get("namespace") or {}
+    namespace = _dict(project.get("namespace"))
     return make_record(
         "repositories",
         PROVIDER,
@@ -102,7 +102,7 @@ def user_id(raw: Any) -> str | None:
 
 
 def merge_request(ref: RepositoryRef, mr: dict[str, Any]) -> Record:
-    reviewers = mr.get("reviewers") if isinstance(mr.get("reviewers"), list) else []
+    reviewers = _list(mr.get("reviewers"))
     return make_record(
         "pull_requests",
         PROVIDER,
@@ -111,7 +111,7 @@ def merge_request(ref: RepositoryRef, mr: dict[str, Any]) -> Record:
             "repository_id": ref.api_id,
             "number": _int_or_none(mr.get("iid")),
             "title": _text(mr.get("title")),
-            "state": _STATES.get(str(mr.get("state")), None),
+            "state": _STATES.get(str(mr.get("state"))),
             "draft": bool(mr.get("draft") or mr.get("work_in_progress")),
             "author_id": user_id(mr.get("author")),
             "created_at": utc_timestamp(mr.get("created_at")),
@@ -137,8 +137,7 @@ def merge_request(ref: RepositoryRef, mr: dict[str, Any]) -> Record:
 def merge_request_users(mr: dict[str, Any]) -> list[Any]:
     """Return the raw users a merge request record refers to."""
     people = [mr.get("author"), mr.get("merge_user") or mr.get("merged_by")]
-    if isinstance(mr.get("reviewers"), list):
-        people.extend(mr["reviewers"])
+    people.extend(_list(mr.get("reviewers")))
     return people
 
 
@@ -163,7 +162,9 @@ def note_type(note: dict[str, Any]) -> str:
     if not note.get("system"):
         is_diff = note.get("type") == "DiffNote" or bool(note.get("position"))
         return "review_comment" if is_diff else "comment"
-    body = note.get("body") if isinstance(note.get("body"), str) else ""
+    body = note.get("body")
+    if not isinstance(body, str):
+        return "other"
     for pattern, kind in _SYSTEM_NOTE_TYPES:
         if pattern.search(body.strip()):
             return kind
@@ -237,10 +238,8 @@ def pipeline(ref: RepositoryRef, raw: dict[str, Any]) -> Record:
 
 
 def deployment(ref: RepositoryRef, raw: dict[str, Any]) -> Record:
-    job = raw.get("deployable") if isinstance(raw.get("deployable"), dict) else {}
-    environment = (
-        raw.get("environment") if isinstance(raw.get("environment"), dict) else {}
-    )
+    job = _dict(raw.get("deployable"))
+    environment = _dict(raw.get("environment"))
     return make_record(
         "deployments",
         PROVIDER,
@@ -284,6 +283,14 @@ def _text(value: Any) -> str | None:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
     raise ValueError(f"expected text, got {type(value).__name__}")
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _int_or_none(value: Any) -> int | None:

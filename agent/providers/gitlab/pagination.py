@@ -3,8 +3,8 @@
 A list response looks like::
 
     HTTP/1.1 200 OK
-    Link: <https://gitlab.example.com/api/v4/projects/1/merge_requests?page=2&per_page=100>; rel="next",
-          <https://gitlab.example.com/api/v4/projects/1/merge_requests?page=1&per_page=100>; rel="first"
+    Link: <https://gitlab.example.com/api/v4/projects/1/pipelines?page=2>; rel="next",
+          <https://gitlab.example.com/api/v4/projects/1/pipelines?page=1>; rel="first"
     X-Page: 1
     X-Per-Page: 100
     X-Next-Page: 2

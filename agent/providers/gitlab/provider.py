@@ -1,4 +1,4 @@
-"""GitLab (gitlab.com and self-managed, API v4): resolving projects and fetching them."""
+"""GitLab (gitlab.com and self-managed, API v4): resolve projects and fetch them."""
 
 from __future__ import annotations
 
@@ -285,7 +285,10 @@ class GitLabProvider(Provider):
             page.failures.append(RecordFailure("pull_requests", mr_id, str(exc)))
             return
         people = list(mapping.merge_request_users(mr))
-        children = {"pull_request_commits": set(), "pull_request_events": set()}
+        children: dict[str, set[str]] = {
+            "pull_request_commits": set(),
+            "pull_request_events": set(),
+        }
         records: list[Record] = []
         for raw in details.commits:
             self._map_child(
@@ -383,7 +386,7 @@ class GitLabProvider(Provider):
             for p, k in zip(raw_page, keys, strict=True)
             if stored.get(k) != mapping.version_of(p)
         ]
-        # The list omits started_at and finished_at, so changed pipelines are read whole.
+        # The list omits started_at and finished_at: changed pipelines are read whole.
         details = list(self._pool.map(lambda p: self._pipeline_detail(url, p), changed))
         for raw in details:
             self._map_top(
