@@ -16,6 +16,7 @@ from agent.errors import AgentError, ConfigError
 from agent.jobs import (
     JobBusyError,
     Runtime,
+    require_settings,
     run_commands,
     run_fetch,
     run_heartbeat,
@@ -152,26 +153,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _require_for(command: str, settings: Settings) -> None:
-    """Check, before any network call, that the command has what it needs."""
+    """Check, before any network call, that the command has what it needs.
+
+    ``run`` needs only the database: a job whose settings are missing (secrets the
+    operator has not stored yet) is skipped and reported until they appear.
+    """
     settings.require("database_url")
-    fetches = command in ("run", "sync", "fetch")
-    pushes = command in ("run", "sync", "push", "heartbeat")
-    if fetches and not (
-        settings.gitlab.repositories or settings.bitbucket.repositories
-    ):
-        raise ConfigError(
-            "integrations.gitlab.repositories",
-            "no source",
-            "no repositories are configured; list project or group URLs under "
-            "integrations.gitlab.repositories in config.json or the SSM parameter "
-            "<prefix>/gitlab/repositories",
-        )
-    if fetches and settings.gitlab.repositories:
-        settings.require("integrations.gitlab.access_token")
-    if pushes:
-        settings.require(
-            "mhq.webhook_url", "mhq.client_id", "mhq.client_secret", "mhq.public_key"
-        )
+    jobs = {"sync": ("fetch", "push"), "fetch": ("fetch",), "push": ("push",)}
+    for job in jobs.get(command, ("heartbeat",) if command == "heartbeat" else ()):
+        require_settings(job, settings)
 
 
 def _runtime(settings: Settings) -> Runtime:
@@ -251,8 +241,11 @@ def cmd_status(
 ) -> int:
     from agent.status import collect_status, render_status
 
-    db = Database(settings.get("database_url"))
-    migrate(db)
+    db = Database(settings.get("database_url"), reconnect_budget_s=5)
+    try:
+        migrate(db)
+    except AgentError as exc:
+        log.error("cannot migrate the database", extra={"error": str(exc)})
     report = collect_status(settings, db)
     print(render_status(report, as_json=args.json))
     return EXIT_OK

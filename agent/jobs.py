@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.config.settings import Settings
-from agent.errors import AgentError, ProviderError, StoreError
+from agent.errors import AgentError, ConfigError, ProviderError, StoreError
 from agent.heartbeat import HeartbeatResult, send_heartbeat
 from agent.providers import REGISTRY
 from agent.providers.base import Provider, RepositoryRef, ResolveFailure
@@ -59,6 +59,26 @@ class FetchResult:
     requests: int = 0
     interrupted: bool = False
     record_failures: int = 0
+
+
+MHQ_KEYS = ("mhq.webhook_url", "mhq.client_id", "mhq.client_secret", "mhq.public_key")
+
+
+def require_settings(job: str, settings: Settings) -> None:
+    """Raise ConfigError naming the first setting ``job`` needs and does not have."""
+    if job != "fetch":
+        settings.require(*MHQ_KEYS)
+        return
+    if not (settings.gitlab.repositories or settings.bitbucket.repositories):
+        raise ConfigError(
+            "integrations.gitlab.repositories",
+            "no source",
+            "no repositories are configured; list project or group URLs under "
+            "integrations.gitlab.repositories in config.json or the SSM parameter "
+            "<prefix>/gitlab/repositories",
+        )
+    if settings.gitlab.repositories:
+        settings.require("integrations.gitlab.access_token")
 
 
 @contextmanager

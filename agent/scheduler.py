@@ -22,6 +22,7 @@ from agent.jobs import (
     AGENT_LOCK,
     JobBusyError,
     Runtime,
+    require_settings,
     run_commands,
     run_fetch,
     run_heartbeat,
@@ -65,7 +66,8 @@ class Scheduler:
         self._threads: dict[str, threading.Thread] = {}
         self._pending: set[str] = set()
         self._lock = threading.Lock()
-        self.problems: list[str] = []
+        # Open problems by job, such as a secret the operator has not stored yet.
+        self._problems: dict[str, str] = {}
 
     def request_stop(self) -> None:
         """Ask jobs to finish their page, and abort open requests after a grace time."""
@@ -126,6 +128,11 @@ class Scheduler:
             "scheduler started",
             extra={job: self._next[job].isoformat() for job in JOBS},
         )
+        db = Database(self._database_url, stop=self.stop)
+        try:
+            self._refresh_problems(db)
+        finally:
+            db.close()
         self._trigger("heartbeat", "start")
         if self._fetch_overdue(now):
             self._trigger("fetch", "overdue")
@@ -222,8 +229,12 @@ class Scheduler:
 
     def _run_once(self, job: str, trigger: str) -> None:
         db = Database(self._database_url, stop=self.abort)
-        runtime = Runtime(self._settings, db, self.stop, self.abort, self.problems)
         try:
+            if not self._settings_ready(job, db):
+                return
+            runtime = Runtime(
+                self._settings, db, self.stop, self.abort, list(self._problems.values())
+            )
             if job == "fetch":
                 run_fetch(runtime, trigger)
             elif job == "push":
@@ -244,9 +255,39 @@ class Scheduler:
         finally:
             db.close()
 
+    def _settings_ready(self, job: str, db: Database) -> bool:
+        self._refresh_problems(db)
+        problem = self._problems.get(job)
+        if problem:
+            log.error(
+                "job skipped: configuration incomplete",
+                extra={"job": job, "error": problem},
+            )
+        return problem is None
+
+    def _refresh_problems(self, db: Database) -> None:
+        """Check every job's settings; store the open problems when they change."""
+        problems: dict[str, str] = {}
+        for job in JOBS:
+            try:
+                require_settings(job, self._settings)
+            except ConfigError as exc:
+                problems[job] = str(exc)
+        with self._lock:
+            changed = problems != self._problems
+            self._problems = problems
+        if not changed:
+            return
+        try:
+            StateStore(db).set_problems(sorted(set(problems.values())))
+        except AgentError as exc:
+            log.error("cannot store problems", extra={"error": str(exc)})
+
     def _run_commands(self) -> None:
         db = Database(self._database_url, stop=self.abort)
-        runtime = Runtime(self._settings, db, self.stop, self.abort, self.problems)
+        runtime = Runtime(
+            self._settings, db, self.stop, self.abort, list(self._problems.values())
+        )
         try:
             run_commands(runtime)
         except AgentError as exc:

@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent.config.settings import Settings
+from agent.errors import StoreError
+from agent.logs import mask
 from agent.schedule import JOBS, next_run
 from agent.store.db import Database
 from agent.store.outbox import Outbox
@@ -15,6 +17,21 @@ from agent.store.state import StateStore
 
 
 def collect_status(settings: Settings, db: Database) -> dict[str, Any]:
+    """Read the status from the database; report a database error instead of failing."""
+    try:
+        return _collect(settings, db)
+    except StoreError as exc:
+        return {
+            "database": f"error: {mask(str(exc))}",
+            "problems": [],
+            "repositories": [],
+            "jobs": {},
+            "backlog": None,
+            "timezone": settings.get("schedule.timezone"),
+        }
+
+
+def _collect(settings: Settings, db: Database) -> dict[str, Any]:
     state = StateStore(db)
     repositories = [
         {
@@ -50,6 +67,8 @@ def collect_status(settings: Settings, db: Database) -> dict[str, Any]:
     }
     backlog = Outbox(db).backlog()
     return {
+        "database": "ok",
+        "problems": state.problems(),
         "repositories": repositories,
         "jobs": jobs,
         "backlog": {
@@ -66,7 +85,12 @@ def collect_status(settings: Settings, db: Database) -> dict[str, Any]:
 def render_status(report: dict[str, Any], *, as_json: bool) -> str:
     if as_json:
         return json.dumps(report, indent=2)
-    lines = ["Repositories"]
+    lines = [f"Database: {report['database']}"]
+    for problem in report["problems"]:
+        lines.append(f"Problem: {problem}")
+    if report["backlog"] is None:
+        return "\n".join(lines)
+    lines += ["", "Repositories"]
     rows = [
         ("provider", "repository", "last fetch", "status", "records", "unsent", "error")
     ]

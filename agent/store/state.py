@@ -39,6 +39,18 @@ class StateStore:
             assert row is not None
             return str(row[0])
 
+    def set_problems(self, problems: list[str]) -> None:
+        """Store the running agent's open problems for ``status`` to show."""
+        self.db.execute(
+            "INSERT INTO agent_meta (key, value) VALUES ('problems', %s) "
+            "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            (json.dumps(problems),),
+        )
+
+    def problems(self) -> list[str]:
+        rows = self.db.fetch_all("SELECT value FROM agent_meta WHERE key = 'problems'")
+        return list(json.loads(rows[0][0])) if rows else []
+
     def start_run(self, job: str, trigger: str) -> int:
         rows = self.db.fetch_all(
             "INSERT INTO job_runs (job, trigger) VALUES (%s, %s) RETURNING id",

@@ -159,3 +159,23 @@ def _bookmark(db_url: str, stream: str) -> str | None:
         row = cursor.fetchone()
     conn.close()
     return row[0] if row else None
+
+
+def test_missing_secret_reported_and_agent_keeps_running(
+    agent: AgentSetup, receiver: Receiver, fake_gitlab: FakeGitLab
+) -> None:
+    _never_on_schedule(agent)
+    del agent.config["integrations"]["gitlab"]["access_token"]
+
+    with running(agent) as process:
+        skipped = process.wait_for(_event("job skipped: configuration incomplete", job="fetch"))
+        status = agent.run("status", "--json")
+        still_running = process.process.poll() is None
+        process.terminate()
+
+    assert "integrations.gitlab.access_token" in skipped["error"]
+    assert still_running
+    report = json.loads(status.stdout)
+    assert any("GITLAB_ACCESS_TOKEN" in problem for problem in report["problems"])
+    assert "GITLAB_ACCESS_TOKEN" in json.dumps(receiver.heartbeats()[0].data["problems"])
+    assert fake_gitlab.request_count() == 0
