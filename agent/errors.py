@@ -1,6 +1,6 @@
 """The agent's exception tree: one root, one branch per layer.
 
-Retryable and fatal failures are told apart by type, never by parsing a message.
+Retryable and fatal failures are distinguished by type, never by parsing a message.
 Errors from requests, psycopg2 and boto3 are translated where they are caught and
 chained with ``from exc``.
 """

@@ -39,7 +39,7 @@ class JobBusyError(AgentError):
 
 @dataclass
 class Runtime:
-    """What a job needs: settings in force, a database handle, shutdown signals."""
+    """The settings, database handle and shutdown signals a job runs with."""
 
     settings: Settings
     db: Database
@@ -333,7 +333,7 @@ def run_push(
 
 
 def run_heartbeat(runtime: Runtime, trigger: str = "manual") -> HeartbeatResult:
-    """Send a heartbeat; its result holds the new commands MHQ sent back."""
+    """Send a heartbeat; its result contains the new commands MHQ sent back."""
     state = StateStore(runtime.db)
     agent_id = state.agent_id(runtime.settings.get("mhq.agent_id"))
     with recorded_run(state, "heartbeat", trigger) as summary:

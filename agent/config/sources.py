@@ -1,8 +1,8 @@
-"""Configuration sources, read in the contract's order of precedence.
+"""Configuration sources, read in order of precedence: flags, environment, SSM, file.
 
 Each source returns ``{config.json path: Value}``. A source only translates names and
-reports where a value came from; validation happens once, in ``settings``, so a new
-source (SSM) slots in without touching callers.
+records where each value came from. Validation happens once, in ``settings``, so a
+new source slots in without touching callers.
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ class FileSource:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        # Keys this agent does not know are kept, not fatal, so a config.json written
-        # for the earlier agent with extra keys still loads; the loader warns.
+        # Unknown keys are not fatal, so a config.json written for the earlier agent
+        # with extra keys still loads. The loader logs a warning for each.
         self.unknown_keys: list[str] = []
 
     def load(self) -> dict[str, Value]:

@@ -70,7 +70,7 @@ class Page:
 
 
 class StateView(Protocol):
-    """What a provider may read from the store while fetching one repository."""
+    """The stored state a provider reads while fetching one repository."""
 
     def bookmark(self, stream: str) -> str | None: ...
 

@@ -20,7 +20,7 @@ MIN_RSA_BITS = 2048
 def load_public_key(pem: str) -> jwk.JWK:
     """Parse MHQ's public key, rejecting anything but RSA of 2048 bits or more.
 
-    Raises ValueError with a message that says what was found and what is expected.
+    Raises ValueError with a message that names what was found and what is expected.
     """
     text = pem.replace("\\n", "\n").strip()
     try:

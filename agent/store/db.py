@@ -24,8 +24,8 @@ class Database:
     """One connection per instance; give each thread its own ``Database``.
 
     Lost connections are reopened with exponential backoff and jitter for up to
-    ``reconnect_budget_s`` seconds; a transaction that was cut off is not retried
-    here, because only the caller knows whether it is safe to repeat.
+    ``reconnect_budget_s`` seconds. A transaction that was cut off is not retried
+    here, because only the caller can tell whether it is safe to repeat.
     """
 
     def __init__(
