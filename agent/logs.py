@@ -33,8 +33,13 @@ class SecretMasker:
         self._secrets: tuple[str, ...] = ()
 
     def register(self, values: list[str]) -> None:
+        """Mask ``values``, and their escaped forms as repr() and JSON print them."""
+        forms = set()
+        for value in values:
+            if value and len(value) >= 4:
+                forms |= {value, repr(value)[1:-1], json.dumps(value)[1:-1]}
         with self._lock:
-            merged = set(self._secrets) | {v for v in values if v and len(v) >= 4}
+            merged = set(self._secrets) | forms
             self._secrets = tuple(sorted(merged, key=len, reverse=True))
 
     def mask(self, text: str) -> str:

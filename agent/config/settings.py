@@ -6,15 +6,16 @@ import base64
 import binascii
 import ipaddress
 import os
+import re
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from croniter import croniter
 
-from agent.config.keys import KEYS, Key, Kind
+from agent.config.keys import KEYS, KEYS_BY_PATH, Key, Kind
 from agent.config.sources import (
     EnvironmentSource,
     FileSource,
@@ -25,6 +26,9 @@ from agent.config.sources import (
     merge,
 )
 from agent.errors import ConfigError
+
+if TYPE_CHECKING:
+    from agent.config.ssm import SsmSource
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,7 @@ class Settings:
         """Raise ConfigError naming the first of ``paths`` that has no value."""
         for path in paths:
             if self.values.get(path) in (None, "", ()):
-                key = next(k for k in KEYS if k.path == path)
+                key = KEYS_BY_PATH[path]
                 raise ConfigError(path, "no source", f"is required; {_how_to_set(key)}")
 
 
@@ -112,8 +116,9 @@ def load_settings(options: LoadOptions | None = None) -> Settings:
         EnvironmentSource(environ),
     ]
     ssm_prefix = options.ssm_prefix or environ.get("MHQ_SSM_PREFIX") or None
-    if ssm_prefix:
-        sources.append(_ssm_source(ssm_prefix))
+    ssm_source = _ssm_source(ssm_prefix) if ssm_prefix else None
+    if ssm_source:
+        sources.append(ssm_source)
     file_path = config_file_path(options.config_path, environ)
     file_source = FileSource(file_path) if file_path else None
     if file_source:
@@ -123,10 +128,14 @@ def load_settings(options: LoadOptions | None = None) -> Settings:
         f"unknown key {name} in config file {file_path} is ignored"
         for name in (file_source.unknown_keys if file_source else [])
     ]
+    warnings += [
+        f"unknown SSM parameter {name} is ignored"
+        for name in (ssm_source.unknown_names if ssm_source else [])
+    ]
     return _validate(merged, tuple(warnings), ssm_prefix)
 
 
-def _ssm_source(prefix: str) -> Source:
+def _ssm_source(prefix: str) -> SsmSource:
     # Imported here so that boto3 is loaded only when an SSM prefix is configured.
     from agent.config.ssm import SsmSource
 
@@ -167,10 +176,20 @@ def _parse_string(key: Key, raw: Any) -> str:
     return text
 
 
+_PRINTABLE_ASCII = re.compile(r"[!-~]+")
+
+
 def _parse_secret(key: Key, raw: Any) -> str:
     if not isinstance(raw, str) or not raw.strip():
         raise ValueError("must be a non-empty string (value not shown)")
-    return raw.strip()
+    text = raw.strip()
+    # Tokens travel in HTTP headers, which take printable ASCII only.
+    if key.path.endswith("access_token") and not _PRINTABLE_ASCII.fullmatch(text):
+        raise ValueError(
+            "contains spaces, line breaks or non-ASCII characters; copy the token "
+            "again without them (value not shown)"
+        )
+    return text
 
 
 def _parse_url(key: Key, raw: Any) -> str:

@@ -143,6 +143,14 @@ def make_record(
     for name in allowed:
         payload[name] = fields.get(name)
     payload["id"] = str(payload["id"])
+    text = json.dumps(payload, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{entity} record {payload['id']} holds text that is not valid Unicode "
+            f"(at character {exc.start})"
+        ) from None
     return Record(
         entity,
         payload,

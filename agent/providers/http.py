@@ -112,7 +112,12 @@ class HostClient:
         while True:
             attempt += 1
             self._wait_for_rate_limit(deadline)
-            outcome = self._attempt(url, params)
+            # A retry may only use what is left of the budget; the first attempt
+            # always gets the full timeout.
+            timeout = self.settings.timeout_s
+            if attempt > 1:
+                timeout = min(timeout, max(0.1, deadline - time.monotonic()))
+            outcome = self._attempt(url, params, timeout)
             if isinstance(outcome, JsonResponse):
                 return outcome
             delay = self._retry_delay(outcome, attempt)
@@ -139,7 +144,7 @@ class HostClient:
                 raise Interrupted("shutdown requested during a retry wait")
 
     def _attempt(
-        self, url: str, params: dict[str, Any] | None
+        self, url: str, params: dict[str, Any] | None, timeout: float
     ) -> JsonResponse | requests.Response | Exception:
         if self.stop.is_set():
             raise Interrupted("shutdown requested")
@@ -149,9 +154,16 @@ class HostClient:
                 response = self.session.get(
                     url,
                     params=params,
-                    timeout=(10.0, self.settings.timeout_s),
+                    timeout=(min(10.0, timeout), timeout),
                     verify=self._verify,
                 )
+            except requests.exceptions.InvalidHeader:
+                # Its message quotes the header, which holds the token.
+                raise ProviderError(
+                    f"{self.provider} request headers are invalid; check the access "
+                    "token for stray characters (value not shown)",
+                    code="invalid_token",
+                ) from None
             except requests.exceptions.SSLError as exc:
                 self._log_request(url, params, None, started)
                 raise ProviderError(
@@ -246,9 +258,12 @@ def _retry_after(response: requests.Response) -> float | None:
         try:
             return max(0.0, float(value))
         except ValueError:
-            parsed = email.utils.parsedate_to_datetime(value)
-            if parsed is not None:
-                return max(0.0, parsed.timestamp() - time.time())
+            try:
+                parsed = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                # Not seconds and not an HTTP date: fall back to exponential backoff.
+                return None
+            return max(0.0, parsed.timestamp() - time.time())
     reset = response.headers.get("RateLimit-Reset")
     if reset and response.status_code == 429:
         try:

@@ -168,7 +168,9 @@ def test_missing_secret_reported_and_agent_keeps_running(
     del agent.config["integrations"]["gitlab"]["access_token"]
 
     with running(agent) as process:
-        skipped = process.wait_for(_event("job skipped: configuration incomplete", job="fetch"))
+        skipped = process.wait_for(
+            _event("job skipped: configuration incomplete", job="fetch")
+        )
         status = agent.run("status", "--json")
         still_running = process.process.poll() is None
         process.terminate()
@@ -177,5 +179,7 @@ def test_missing_secret_reported_and_agent_keeps_running(
     assert still_running
     report = json.loads(status.stdout)
     assert any("GITLAB_ACCESS_TOKEN" in problem for problem in report["problems"])
-    assert "GITLAB_ACCESS_TOKEN" in json.dumps(receiver.heartbeats()[0].data["problems"])
+    assert "GITLAB_ACCESS_TOKEN" in json.dumps(
+        receiver.heartbeats()[0].data["problems"]
+    )
     assert fake_gitlab.request_count() == 0

@@ -102,7 +102,7 @@ def user_id(raw: Any) -> str | None:
 
 
 def merge_request(ref: RepositoryRef, mr: dict[str, Any]) -> Record:
-    reviewers = _list(mr.get("reviewers"))
+    reviewers = mr.get("reviewers")
     return make_record(
         "pull_requests",
         PROVIDER,
@@ -112,7 +112,7 @@ def merge_request(ref: RepositoryRef, mr: dict[str, Any]) -> Record:
             "number": _int_or_none(mr.get("iid")),
             "title": _text(mr.get("title")),
             "state": _STATES.get(str(mr.get("state"))),
-            "draft": bool(mr.get("draft") or mr.get("work_in_progress")),
+            "draft": _draft(mr),
             "author_id": user_id(mr.get("author")),
             "created_at": utc_timestamp(mr.get("created_at")),
             "updated_at": utc_timestamp(mr.get("updated_at")),
@@ -127,7 +127,10 @@ def merge_request(ref: RepositoryRef, mr: dict[str, Any]) -> Record:
             "additions": _int_or_none(mr.get("additions")),
             "deletions": _int_or_none(mr.get("deletions")),
             "changed_files": _int_or_none(mr.get("changes_count")),
-            "reviewer_ids": [i for i in (user_id(r) for r in reviewers) if i],
+            # GitLab before 13.7 sends no reviewers: unknown, not an empty list.
+            "reviewer_ids": [i for i in map(user_id, reviewers) if i]
+            if isinstance(reviewers, list)
+            else None,
             "web_url": _text(mr.get("web_url")),
         },
         repository_key=ref.key,
@@ -283,6 +286,14 @@ def _text(value: Any) -> str | None:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
     raise ValueError(f"expected text, got {type(value).__name__}")
+
+
+def _draft(mr: dict[str, Any]) -> bool | None:
+    """Return ``draft``, else the older ``work_in_progress``, if either is a bool."""
+    for name in ("draft", "work_in_progress"):
+        if isinstance(mr.get(name), bool):
+            return bool(mr[name])
+    return None
 
 
 def _dict(value: Any) -> dict[str, Any]:

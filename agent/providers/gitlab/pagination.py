@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from agent.errors import ProviderError
+from agent.logs import mask
 from agent.providers.http import HostClient
 
 MAX_PER_PAGE = 100
@@ -57,9 +58,16 @@ def _next_url(
     if link_next and client.same_origin(link_next):
         return link_next
     next_page = (response.headers.get("X-Next-Page") or "").strip()
-    if not next_page:
-        return None
-    return _with_page(current, query, next_page)
+    if next_page:
+        return _with_page(current, query, next_page)
+    if link_next:
+        raise ProviderError(
+            f"gitlab's next-page link {mask(link_next)} points to another host than "
+            f"{client.base_url}; set GITLAB_DOMAIN_URL to the external URL GitLab "
+            "is configured with",
+            code="pagination_error",
+        )
+    return None
 
 
 def _with_page(url: str, query: dict[str, Any] | None, page: str) -> str:
