@@ -4,13 +4,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check lint types format clean
+.PHONY: install demo test check lint types format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev,infra]'
 	touch $(STAMP)
+
+## install: create .venv with the agent, the test tools and the CDK libraries
+install: $(STAMP)
 
 ## demo: sync the recorded fixtures to a local receiver (fake GitLab, Postgres, MHQ)
 demo: $(STAMP)
