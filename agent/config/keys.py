@@ -60,6 +60,14 @@ KEYS: tuple[Key, ...] = (
     Key("integrations.gitlab.access_token", "GITLAB_ACCESS_TOKEN", Kind.SECRET),
     Key("integrations.gitlab.ca_bundle", "GITLAB_CA_BUNDLE"),
     Key("integrations.gitlab.repositories", None, Kind.LIST, ()),
+    # gitlab.com allows about 2,000 API requests a minute per user; a self-managed
+    # instance may allow far fewer, and its owner may not want it loaded. 0: none.
+    Key(
+        "integrations.gitlab.requests_per_minute",
+        "GITLAB_REQUESTS_PER_MINUTE",
+        Kind.INTEGER,
+        600,
+    ),
     Key("integrations.bitbucket.access_token", "BITBUCKET_ACCESS_TOKEN", Kind.SECRET),
     Key("integrations.bitbucket.workspace_name", "BITBUCKET_WORKSPACE_NAME"),
     Key(
@@ -69,6 +77,13 @@ KEYS: tuple[Key, ...] = (
         "https://api.bitbucket.org/2.0",
     ),
     Key("integrations.bitbucket.repositories", None, Kind.LIST, ()),
+    # Bitbucket Cloud allows about 1,000 repository-data requests an hour per token.
+    Key(
+        "integrations.bitbucket.requests_per_hour",
+        "BITBUCKET_REQUESTS_PER_HOUR",
+        Kind.INTEGER,
+        900,
+    ),
     Key("schedule.fetch", "FETCH_SCHEDULE", Kind.CRON, "0 */6 * * *"),
     Key("schedule.push", "PUSH_SCHEDULE", Kind.CRON, "30 */6 * * *"),
     Key("schedule.heartbeat", "HEARTBEAT_SCHEDULE", Kind.CRON, "*/5 * * * *"),
@@ -97,6 +112,9 @@ KEYS: tuple[Key, ...] = (
     Key("push.max_batch_records", "PUSH_MAX_BATCH_RECORDS", Kind.INTEGER, 2000),
     Key("push.max_batch_bytes", "PUSH_MAX_BATCH_BYTES", Kind.INTEGER, 4_000_000),
     Key("push.retry_budget_s", "PUSH_RETRY_BUDGET_S", Kind.INTEGER, 120),
+    # Days a delivered batch and a finished job run are kept; 0 prunes at once.
+    Key("retention.delivered_days", "RETENTION_DELIVERED_DAYS", Kind.INTEGER, 7),
+    Key("retention.job_runs_days", "RETENTION_JOB_RUNS_DAYS", Kind.INTEGER, 30),
     Key("log.format", "LOG_FORMAT", Kind.CHOICE, None, ("json", "text")),
     Key(
         "log.level",
@@ -113,10 +131,12 @@ SSM_NAMES = {
     "integrations.gitlab.access_token": "gitlab/access_token",
     "integrations.gitlab.ca_bundle": "gitlab/ca_bundle",
     "integrations.gitlab.repositories": "gitlab/repositories",
+    "integrations.gitlab.requests_per_minute": "gitlab/requests_per_minute",
     "integrations.bitbucket.access_token": "bitbucket/access_token",
     "integrations.bitbucket.workspace_name": "bitbucket/workspace_name",
     "integrations.bitbucket.api_url": "bitbucket/api_url",
     "integrations.bitbucket.repositories": "bitbucket/repositories",
+    "integrations.bitbucket.requests_per_hour": "bitbucket/requests_per_hour",
     "sync.initial_days": "sync/initial_days",
 }
 

@@ -45,6 +45,7 @@ class BitbucketSettings:
     workspace_name: str | None
     api_url: str
     repositories: tuple[str, ...]
+    requests_per_hour: int
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class Settings:
             workspace_name=self.values.get("integrations.bitbucket.workspace_name"),
             api_url=self.values["integrations.bitbucket.api_url"].rstrip("/"),
             repositories=tuple(self.values["integrations.bitbucket.repositories"]),
+            requests_per_hour=self.values["integrations.bitbucket.requests_per_hour"],
         )
 
     @property

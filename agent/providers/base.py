@@ -45,6 +45,8 @@ class ChildSet:
     entity: str
     parent_id: str
     keys: frozenset[str]
+    # Only stored children whose key starts with this are compared, e.g. "approval:".
+    key_prefix: str = ""
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,21 @@ class StateView(Protocol):
         """Return the stored ``source_version`` of each of ``keys`` that exists."""
         ...
 
+    def children(
+        self, entity: str, parent_id: str, key_prefix: str = ""
+    ) -> dict[str, dict[str, Any]]:
+        """Return the stored payloads of a parent's children, by record key."""
+        ...
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One line of ``mhq-agent check``: what was checked, whether it passed, and why."""
+
+    name: str
+    ok: bool
+    detail: str
+
 
 class Provider(ABC):
     """A code host. Adding one means a module of its own and one registry entry."""
@@ -102,6 +119,14 @@ class Provider(ABC):
     @abstractmethod
     def request_count(self) -> int:
         """HTTP requests made so far, for the run summary."""
+
+    def check(self) -> list[CheckResult]:
+        """Verify the token's scopes and access to each configured repository.
+
+        Only reads from the code host and stores nothing. The default has no checks;
+        a provider overrides it to contribute lines to ``mhq-agent check``.
+        """
+        return []
 
     def close(self) -> None:  # noqa: B027 - optional hook; most providers need it
         """Release sessions and worker threads."""

@@ -7,6 +7,7 @@ served with status 200; they back off exponentially with full jitter and honour
 
 from __future__ import annotations
 
+import collections
 import email.utils
 import logging
 import random
@@ -52,6 +53,9 @@ class HttpSettings:
     max_attempts: int = 8
     backoff_base_s: float = 1.0
     backoff_cap_s: float = 60.0
+    # At most this many requests start within any rate_window_s; None: no limit.
+    requests_per_window: int | None = None
+    rate_window_s: float = 3600.0
 
 
 @dataclass
@@ -85,6 +89,7 @@ class HostClient:
         self._slots = threading.BoundedSemaphore(settings.max_concurrency)
         self._lock = threading.Lock()
         self._paused_until = 0.0
+        self._sent_at: collections.deque[float] = collections.deque()
         self.session = requests.Session()
         adapter = HTTPAdapter(pool_maxsize=settings.max_concurrency, max_retries=0)
         self.session.mount("https://", adapter)
@@ -148,8 +153,9 @@ class HostClient:
     ) -> JsonResponse | requests.Response | Exception:
         if self.stop.is_set():
             raise Interrupted("shutdown requested")
-        started = time.monotonic()
         with self._slots:
+            self._pace()
+            started = time.monotonic()
             try:
                 response = self.session.get(
                     url,
@@ -158,7 +164,7 @@ class HostClient:
                     verify=self._verify,
                 )
             except requests.exceptions.InvalidHeader:
-                # Its message quotes the header, which holds the token.
+                # Its message quotes the header, which contains the token.
                 raise ProviderError(
                     f"{self.provider} request headers are invalid; check the access "
                     "token for stray characters (value not shown)",
@@ -186,6 +192,36 @@ class HostClient:
         except ValueError as exc:
             kind = response.headers.get("Content-Type", "no content type")
             return ProviderError(f"body is not JSON ({kind.split(';')[0]}): {exc}")
+
+    def _pace(self) -> None:
+        """Wait until a request fits the request budget of the sliding window.
+
+        Pacing is planned waiting, not a failure: it is bounded by the window, not by
+        the retry budget, and ends early on shutdown.
+        """
+        limit = self.settings.requests_per_window
+        if limit is None:
+            return
+        # Counted over a slightly longer window, so that requests delayed on the
+        # way still fit the server's own count.
+        window = self.settings.rate_window_s + min(
+            0.05 * self.settings.rate_window_s, 2.0
+        )
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                while self._sent_at and self._sent_at[0] <= now - window:
+                    self._sent_at.popleft()
+                if len(self._sent_at) < limit:
+                    self._sent_at.append(now)
+                    return
+                wait = self._sent_at[0] + window - now
+            log.info(
+                "request budget reached, pacing",
+                extra={"provider": self.provider, "wait_s": round(wait, 2)},
+            )
+            if self.stop.wait(wait):
+                raise Interrupted("shutdown requested while pacing requests")
 
     def _log_request(
         self,
@@ -303,14 +339,32 @@ def _http_error(provider: str, url: str, response: requests.Response) -> Provide
 
 
 def _error_detail(response: requests.Response) -> str:
+    """Return the error message of a GitLab or Bitbucket error body, in brackets.
+
+    Bitbucket nests it (``{"error": {"message": ..., "detail": {"required": [...],
+    "granted": [...]}}}``) and names the scopes a token lacks, which are kept.
+    """
     try:
         body = response.json()
     except ValueError:
         return ""
-    message = (
-        body.get("message") or body.get("error") if isinstance(body, dict) else None
-    )
-    return f" ({mask(str(message))[:200]})" if message else ""
+    if not isinstance(body, dict):
+        return ""
+    error = body.get("error")
+    message = body.get("message") or (error if isinstance(error, str) else None)
+    if isinstance(error, dict):
+        message = error.get("message")
+        scopes = error.get("detail")
+        if isinstance(scopes, dict) and scopes.get("required"):
+            message = (
+                f"{message}; required scopes: {_join(scopes.get('required'))}; "
+                f"granted: {_join(scopes.get('granted')) or 'none'}"
+            )
+    return f" ({mask(str(message))[:300]})" if message else ""
+
+
+def _join(values: Any) -> str:
+    return ", ".join(str(v) for v in values) if isinstance(values, list) else ""
 
 
 def _first_reason(exc: Exception) -> str:

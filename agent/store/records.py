@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg2.extras
 
+from agent.logs import mask
 from agent.processing.records import Record
-from agent.providers.base import ChildSet, Page
+from agent.providers.base import ChildSet, Page, RecordFailure
 from agent.store.db import Cursor, Database
 
 
@@ -17,6 +19,8 @@ from agent.store.db import Cursor, Database
 class PageResult:
     changed: int
     deleted: int
+    # Records the store cannot hold, such as text with a NUL character.
+    failures: list[RecordFailure] = field(default_factory=list)
 
 
 class RecordStore:
@@ -26,9 +30,15 @@ class RecordStore:
         self.db = db
 
     def apply_page(self, provider: str, repository_key: str, page: Page) -> PageResult:
-        """Store a page's records, deletions and bookmark in one transaction."""
-        records = _unique(page.records)
-        with self.db.transaction() as cursor:
+        """Store a page's records, deletions and bookmark in one transaction.
+
+        A record Postgres cannot store is left out and returned as a failure, so
+        the rest of the page is stored. The transaction is repeated when the
+        connection breaks, which is safe because every statement is an upsert.
+        """
+        records, failures = _storable(_unique(page.records))
+
+        def write(cursor: Cursor) -> PageResult:
             changed = _upsert(cursor, provider, records, page.versions)
             deleted = sum(_replace_children(cursor, provider, c) for c in page.children)
             if page.bookmark:
@@ -38,7 +48,9 @@ class RecordStore:
                     "stream) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
                     (provider, repository_key, page.stream, page.bookmark),
                 )
-        return PageResult(changed, deleted)
+            return PageResult(changed, deleted, failures)
+
+        return self.db.run(write)
 
     def bookmark(self, provider: str, repository_key: str, stream: str) -> str | None:
         rows = self.db.fetch_all(
@@ -59,6 +71,16 @@ class RecordStore:
             (provider, entity, list(keys)),
         )
         return {key: version for key, version in rows}
+
+    def children(
+        self, provider: str, entity: str, parent_id: str, key_prefix: str = ""
+    ) -> dict[str, dict[str, Any]]:
+        rows = self.db.fetch_all(
+            "SELECT record_key, payload FROM records WHERE provider = %s AND "
+            "entity = %s AND parent_id = %s AND starts_with(record_key, %s)",
+            (provider, entity, parent_id, key_prefix),
+        )
+        return {key: payload for key, payload in rows}
 
     def view(self, provider: str, repository_key: str) -> RepositoryState:
         return RepositoryState(self, provider, repository_key)
@@ -82,7 +104,15 @@ class RecordStore:
             "EXCLUDED.last_success_at, repository_state.last_success_at), "
             "status = EXCLUDED.status, error_code = EXCLUDED.error_code, "
             "error_message = EXCLUDED.error_message",
-            (provider, repository_key, status, status, error_code, error_message),
+            (
+                provider,
+                repository_key,
+                status,
+                status,
+                error_code,
+                # Stored masked: status and heartbeats show it to people and MHQ.
+                mask(error_message) if error_message else None,
+            ),
         )
 
     def reset_for_resync(
@@ -104,7 +134,8 @@ class RecordStore:
             "keys": list(repository_keys) if repository_keys else None,
             "since": since,
         }
-        with self.db.transaction() as cursor:
+
+        def reset(cursor: Cursor) -> int:
             if since:
                 cursor.execute(
                     "UPDATE bookmarks SET value = LEAST(value, %(since)s) WHERE "  # noqa: S608
@@ -120,7 +151,9 @@ class RecordStore:
                 "payload->>'created_at', '9999') >= %(since)s)",
                 params,
             )
-            return cursor.rowcount
+            return int(cursor.rowcount)
+
+        return self.db.run(reset)
 
 
 class RepositoryState:
@@ -136,6 +169,43 @@ class RepositoryState:
 
     def versions(self, entity: str, keys: Sequence[str]) -> dict[str, str]:
         return self._store.versions(self._provider, entity, keys)
+
+    def children(
+        self, entity: str, parent_id: str, key_prefix: str = ""
+    ) -> dict[str, dict[str, Any]]:
+        return self._store.children(self._provider, entity, parent_id, key_prefix)
+
+
+def _storable(records: list[Record]) -> tuple[list[Record], list[RecordFailure]]:
+    """Split off records holding a NUL character, which Postgres text and jsonb reject.
+
+    One such record would otherwise fail the whole page's transaction.
+    """
+    kept: list[Record] = []
+    failures: list[RecordFailure] = []
+    for record in records:
+        values = (record.payload, record.key, record.repository_key, record.parent_id)
+        if _has_nul(values):
+            failures.append(
+                RecordFailure(
+                    record.entity,
+                    record.id,
+                    "holds a NUL character (U+0000), which Postgres cannot store",
+                )
+            )
+        else:
+            kept.append(record)
+    return kept, failures
+
+
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(item) for item in value)
+    return False
 
 
 def _unique(records: list[Record]) -> list[Record]:
@@ -227,9 +297,15 @@ def _forget_deletions(
 def _replace_children(cursor: Cursor, provider: str, children: ChildSet) -> int:
     cursor.execute(
         "DELETE FROM records WHERE provider = %s AND entity = %s AND parent_id = %s "
-        "AND NOT (record_key = ANY(%s)) RETURNING record_key, payload->>'id', "
-        "repository_key",
-        (provider, children.entity, children.parent_id, list(children.keys)),
+        "AND starts_with(record_key, %s) AND NOT (record_key = ANY(%s)) "
+        "RETURNING record_key, payload->>'id', repository_key",
+        (
+            provider,
+            children.entity,
+            children.parent_id,
+            children.key_prefix,
+            list(children.keys),
+        ),
     )
     gone = cursor.fetchall()
     for record_key, record_id, repository_key in gone:

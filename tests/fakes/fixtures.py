@@ -6,12 +6,20 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.fakes.bitbucket import FakeBitbucket
 from tests.fakes.gitlab import FakeGitLab
 from tests.fakes.keys import ReceiverKeys, make_receiver_keys
 from tests.fakes.postgres import database_url, drop_database, fresh_database
 from tests.fakes.receiver import Receiver
 
-__all__ = ["db_url", "fake_gitlab", "pg_url", "receiver", "receiver_keys"]
+__all__ = [
+    "db_url",
+    "fake_bitbucket",
+    "fake_gitlab",
+    "pg_url",
+    "receiver",
+    "receiver_keys",
+]
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +41,13 @@ def fake_gitlab() -> Iterator[FakeGitLab]:
     """A running fake GitLab with the recorded fixtures and the default token."""
     with FakeGitLab() as gitlab:
         yield gitlab
+
+
+@pytest.fixture
+def fake_bitbucket() -> Iterator[FakeBitbucket]:
+    """A running fake Bitbucket with the recorded fixtures and the default token."""
+    with FakeBitbucket() as bitbucket:
+        yield bitbucket
 
 
 @pytest.fixture(scope="session")

@@ -511,3 +511,24 @@ def test_header_error_hides_token(fake_gitlab: FakeGitLab) -> None:
         client.get_json(mr_url(fake_gitlab))
 
     assert "glpat-first-half" not in str(caught.value)
+
+
+def test_request_budget_paces_requests(fake_gitlab: FakeGitLab) -> None:
+    settings = HttpSettings(
+        max_concurrency=4, retry_budget_s=10, requests_per_window=5, rate_window_s=1.0
+    )
+    client = HostClient(
+        "gitlab",
+        fake_gitlab.api_url,
+        {"PRIVATE-TOKEN": "glpat-test-token"},
+        settings,
+    )
+
+    for _ in range(15):
+        client.get_json(f"{fake_gitlab.api_url}/user")
+
+    times = sorted(entry.time for entry in fake_gitlab.requests(r"/user$"))
+    assert len(times) == 15
+    busiest = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
+    assert busiest <= 5
+    assert times[-1] - times[0] >= 2.0
