@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -22,7 +23,7 @@ from agent.jobs import (
     run_heartbeat,
     run_push,
 )
-from agent.scheduler import GRACE_S, Scheduler
+from agent.scheduler import EXIT_WITHIN_S, GRACE_S, Scheduler
 from agent.store.db import Database
 from agent.store.migrate import migrate
 
@@ -111,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print JSON instead of tables"
     )
     commands.add_parser("migrate", parents=[common], help="apply database migrations")
+    commands.add_parser(
+        "check",
+        parents=[common],
+        help="check the configuration, the database, each code host and MHQ, "
+        "without storing or sending data",
+    )
     return parser
 
 
@@ -150,6 +157,11 @@ def main(argv: list[str] | None = None) -> int:
         log.error("command failed", extra={"command": args.command, "error": str(exc)})
         print(f"mhq-agent: {logs.mask(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
+    except Exception:
+        # Logged through the masking formatter: Python's default handler would
+        # print the traceback, and any secret in it, unmasked.
+        log.exception("command crashed", extra={"command": args.command})
+        return EXIT_FAILED
 
 
 def _require_for(command: str, settings: Settings) -> None:
@@ -157,7 +169,10 @@ def _require_for(command: str, settings: Settings) -> None:
 
     ``run`` needs only the database: a job whose settings are missing (secrets the
     operator has not stored yet) is skipped and reported until they appear.
+    ``check`` reports missing settings itself, as lines of its report.
     """
+    if command == "check":
+        return
     settings.require("database_url")
     jobs = {"sync": ("fetch", "push"), "fetch": ("fetch",), "push": ("push",)}
     for job in jobs.get(command, ("heartbeat",) if command == "heartbeat" else ()):
@@ -176,9 +191,26 @@ def _stop_with_grace(stop: threading.Event, abort: threading.Event) -> None:
     if not stop.is_set():
         log.info("shutdown requested; finishing the current page")
         stop.set()
-        timer = threading.Timer(GRACE_S, abort.set)
-        timer.daemon = True
-        timer.start()
+        for delay, action in ((GRACE_S, abort.set), (EXIT_WITHIN_S, _exit_now)):
+            timer = threading.Timer(delay, action)
+            timer.daemon = True
+            timer.start()
+
+
+def _exit_now(status: int = EXIT_FAILED) -> None:
+    """End the process while a request still blocks after the shutdown grace time.
+
+    A request in flight cannot be cancelled, and its timeout may be far longer
+    than the 10 seconds a shutdown may take. Postgres rolls back the open
+    transaction, so only the uncommitted page is lost and fetched again next run.
+    """
+    log.warning(
+        "still busy after shutdown was requested; exiting without the current page",
+        extra={"after_s": EXIT_WITHIN_S},
+    )
+    logging.shutdown()
+    sys.stdout.flush()
+    os._exit(status)
 
 
 def _install_signal_handlers(callback: Callable[[], None]) -> None:
@@ -198,7 +230,22 @@ def cmd_run(
     scheduler = Scheduler(reload, settings.get("database_url"))
     _install_signal_handlers(scheduler.request_stop)
     scheduler.run()
+    # The scheduler stopped waiting for its jobs. A worker still blocked on a
+    # request would hold the interpreter open until the request times out, as
+    # Python joins thread pool workers at exit, daemon threads included.
+    if _busy_threads():
+        _exit_now(EXIT_OK)
     return EXIT_OK
+
+
+def _busy_threads() -> list[str]:
+    return [
+        t.name
+        for t in threading.enumerate()
+        if t is not threading.main_thread()
+        and not isinstance(t, threading.Timer)
+        and t.is_alive()
+    ]
 
 
 def cmd_sync(
@@ -262,6 +309,16 @@ def cmd_migrate(
     return EXIT_OK
 
 
+def cmd_check(
+    args: argparse.Namespace, settings: Settings, reload: Callable[[], Settings]
+) -> int:
+    from agent.check import render, run_checks
+
+    results, status = run_checks(settings)
+    print(render(results))
+    return status
+
+
 HANDLERS: dict[
     str, Callable[[argparse.Namespace, Settings, Callable[[], Settings]], int]
 ] = {
@@ -272,4 +329,5 @@ HANDLERS: dict[
     "heartbeat": cmd_heartbeat,
     "status": cmd_status,
     "migrate": cmd_migrate,
+    "check": cmd_check,
 }

@@ -17,6 +17,7 @@ from typing import Any
 from agent.config.settings import Settings
 from agent.errors import AgentError, ConfigError, ProviderError, StoreError
 from agent.heartbeat import HeartbeatResult, send_heartbeat
+from agent.logs import mask
 from agent.providers import REGISTRY
 from agent.providers.base import Provider, RepositoryRef, ResolveFailure
 from agent.providers.http import Interrupted
@@ -24,6 +25,7 @@ from agent.push.delivery import push
 from agent.store.db import Database
 from agent.store.outbox import Outbox
 from agent.store.records import RecordStore
+from agent.store.retention import prune
 from agent.store.state import StateStore
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,9 @@ class FetchResult:
     record_failures: int = 0
 
 
+# Exceptions a mapping raises on a value of an unexpected type or shape.
+MAPPING_ERRORS = (ValueError, TypeError, AttributeError, LookupError)
+
 MHQ_KEYS = ("mhq.webhook_url", "mhq.client_id", "mhq.client_secret", "mhq.public_key")
 
 
@@ -69,26 +74,43 @@ def require_settings(job: str, settings: Settings) -> None:
     if job != "fetch":
         settings.require(*MHQ_KEYS)
         return
-    if not (settings.gitlab.repositories or settings.bitbucket.repositories):
+    bitbucket = settings.bitbucket
+    workspace_only = bool(bitbucket.workspace_name and bitbucket.access_token)
+    if not (settings.gitlab.repositories or bitbucket.repositories or workspace_only):
         raise ConfigError(
             "integrations.gitlab.repositories",
             "no source",
-            "no repositories are configured; list project or group URLs under "
-            "integrations.gitlab.repositories in config.json or the SSM parameter "
-            "<prefix>/gitlab/repositories",
+            "no repositories are configured; list GitLab project or group URLs under "
+            "integrations.gitlab.repositories, or Bitbucket repository or workspace "
+            "URLs under integrations.bitbucket.repositories (config.json or SSM)",
         )
     if settings.gitlab.repositories:
         settings.require("integrations.gitlab.access_token")
+    if bitbucket.repositories:
+        settings.require("integrations.bitbucket.access_token")
 
 
 @contextmanager
 def job_lock(db: Database, job: str) -> Iterator[None]:
-    """Hold the job's advisory lock on a connection of its own for the job's length."""
+    """Hold the job's advisory lock on a connection of its own for the job's length.
+
+    NOTE: a Postgres restart ends that connection and releases the lock unnoticed,
+    so for the rest of the run a second agent on the same database could start the
+    same job.
+    """
     lock_db = Database(db.url, application_name=f"mhq-agent-{job}-lock")
     try:
         rows = lock_db.fetch_all("SELECT pg_try_advisory_lock(%s)", (JOB_LOCKS[job],))
         if not rows[0][0]:
             raise JobBusyError(f"{job} is already running in another agent process")
+        # With the lock held, a run of this job still marked running was left by a
+        # process that died (SIGKILL, power loss).
+        abandoned = StateStore(db).close_abandoned_runs(job)
+        if abandoned:
+            log.warning(
+                "closed runs left by a stopped process",
+                extra={"job": job, "runs": abandoned},
+            )
         yield
     finally:
         lock_db.close()
@@ -107,7 +129,7 @@ def recorded_run(state: StateStore, job: str, trigger: str) -> Iterator[dict[str
         log.warning("job interrupted", extra={"job": job, "run_id": run_id})
         raise
     except BaseException as exc:
-        summary["error"] = str(exc)
+        summary["error"] = mask(str(exc))
         _finish_quietly(state, run_id, "failed", summary)
         raise
     status = "ok" if summary.get("ok", True) else "failed"
@@ -240,6 +262,20 @@ def _fetch_repository(
                     "error": str(exc),
                 },
             )
+        except MAPPING_ERRORS as exc:
+            # Data the provider's mapping did not expect, outside its per-record
+            # guards: this stream fails, the other streams and repositories go on.
+            errors.append(("invalid_data", f"{stream}: {type(exc).__name__}: {exc}"))
+            log.error(
+                "stream fetch failed on unexpected data",
+                exc_info=True,
+                extra={
+                    "provider": provider.name,
+                    "repository": repository.key,
+                    "stream": stream,
+                    "error": f"{type(exc).__name__}: {exc}",
+                },
+            )
         if runtime.stop.is_set():
             result.interrupted = True
             break
@@ -262,8 +298,9 @@ def _fetch_stream(
         result.pages += 1
         result.records_changed += outcome.changed
         result.records_deleted += outcome.deleted
-        result.record_failures += len(page.failures)
-        for failure in page.failures:
+        failures = page.failures + outcome.failures
+        result.record_failures += len(failures)
+        for failure in failures:
             log.error(
                 "record skipped",
                 extra={
@@ -329,7 +366,22 @@ def run_push(
         )
         summary.update(vars(result))
         summary["ok"] = not result.errors
+        summary.update(_prune(runtime))
     return not result.errors
+
+
+def _prune(runtime: Runtime) -> dict[str, int]:
+    """Apply the retention periods; a failure is logged and does not fail the push."""
+    try:
+        pruned = prune(
+            runtime.db,
+            delivered_days=runtime.settings.get("retention.delivered_days"),
+            job_runs_days=runtime.settings.get("retention.job_runs_days"),
+        )
+    except StoreError as exc:
+        log.error("pruning failed", extra={"error": str(exc)})
+        return {}
+    return {"pruned_batches": pruned.batches, "pruned_job_runs": pruned.job_runs}
 
 
 def run_heartbeat(runtime: Runtime, trigger: str = "manual") -> HeartbeatResult:
@@ -368,7 +420,7 @@ def run_commands(runtime: Runtime) -> None:
             )
             continue
         except (AgentError, ValueError) as exc:
-            state.finish_command(command_id, "failed", {"error": str(exc)})
+            state.finish_command(command_id, "failed", {"error": mask(str(exc))})
             log.error(
                 "command failed", extra={"command_id": command_id, "error": str(exc)}
             )

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg2
 import psycopg2.extensions
@@ -18,14 +18,23 @@ from agent.errors import StoreError, StoreUnavailableError
 log = logging.getLogger(__name__)
 
 Cursor = psycopg2.extensions.cursor
+T = TypeVar("T")
+
+# Times ``Database.run`` starts a transaction whose connection keeps breaking.
+TRANSACTION_ATTEMPTS = 3
+
+
+class ConnectionLostError(StoreUnavailableError):
+    """An open connection broke during a transaction, e.g. Postgres restarted."""
 
 
 class Database:
     """One connection per instance; give each thread its own ``Database``.
 
     Lost connections are reopened with exponential backoff and jitter for up to
-    ``reconnect_budget_s`` seconds. A transaction that was cut off is not retried
-    here, because only the caller can tell whether it is safe to repeat.
+    ``reconnect_budget_s`` seconds. ``transaction`` does not repeat a transaction
+    that was cut off; ``run``, ``fetch_all`` and ``execute`` do, so they are for
+    work that is safe to repeat.
     """
 
     def __init__(
@@ -85,7 +94,7 @@ class Database:
             conn.commit()
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
             self._discard()
-            raise StoreUnavailableError(
+            raise ConnectionLostError(
                 f"lost the Postgres connection ({_first_line(exc)})"
             ) from exc
         except psycopg2.Error as exc:
@@ -95,14 +104,41 @@ class Database:
             self._rollback()
             raise
 
+    def run(self, work: Callable[[Cursor], T]) -> T:
+        """Call ``work`` in one transaction and return its result.
+
+        When the connection breaks, the transaction is rolled back by Postgres, so
+        ``work`` runs again on a new connection, up to ``TRANSACTION_ATTEMPTS``
+        times. If the break hits the COMMIT itself, the first run may have been
+        committed and ``work`` runs twice: use this only for work that is safe to
+        repeat (upserts, status updates, reads).
+        """
+        attempt = 1
+        while True:
+            try:
+                with self.transaction() as cursor:
+                    return work(cursor)
+            except ConnectionLostError as exc:
+                if attempt >= TRANSACTION_ATTEMPTS or self._stop.is_set():
+                    raise
+                log.warning(
+                    "database connection lost, repeating the transaction",
+                    extra={"attempt": attempt, "error": str(exc)},
+                )
+                attempt += 1
+
     def fetch_all(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
-        with self.transaction() as cursor:
+        """Run one statement and return its rows; repeated after a lost connection."""
+
+        def query(cursor: Cursor) -> list[tuple[Any, ...]]:
             cursor.execute(sql, params)
             return cursor.fetchall()
 
+        return self.run(query)
+
     def execute(self, sql: str, params: Any = None) -> None:
-        with self.transaction() as cursor:
-            cursor.execute(sql, params)
+        """Run one statement; repeated after a lost connection."""
+        self.run(lambda cursor: cursor.execute(sql, params))
 
     def close(self) -> None:
         if self._conn is not None and not self._conn.closed:

@@ -7,6 +7,7 @@ same id. A record changed after it was queued is queued again in a later batch.
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 import zlib
@@ -63,15 +64,18 @@ class Outbox:
         )
         for (provider,) in providers:
             while True:
-                with self.db.transaction() as cursor:
-                    batch_id = _build_one(
-                        cursor,
-                        provider,
-                        agent_id,
-                        agent_version,
-                        max_records,
-                        max_bytes,
+                # Safe to repeat: a batch committed before a lost connection has
+                # marked its records queued, so the repeat takes the next ones.
+                batch_id = self.db.run(
+                    functools.partial(
+                        _build_one,
+                        provider=provider,
+                        agent_id=agent_id,
+                        agent_version=agent_version,
+                        max_records=max_records,
+                        max_bytes=max_bytes,
                     )
+                )
                 if batch_id is None:
                     break
                 created.append(batch_id)
@@ -130,21 +134,32 @@ class Outbox:
         ]
         middle = len(items) // 2
         halves = [items[:middle], items[middle:]]
-        ids = []
-        with self.db.transaction() as cursor:
-            for position, half in enumerate(halves):
-                ids.append(_insert_half(cursor, batch, envelope, half, str(position)))
+
+        def split_once(cursor: Cursor) -> list[str]:
+            # The status guard makes a repeat after a lost COMMIT a no-op, so the
+            # records never travel in two pairs of halves under different ids.
             cursor.execute(
-                "UPDATE outbox_batches SET status = 'split' WHERE id = %s", (batch.id,)
+                "UPDATE outbox_batches SET status = 'split' WHERE id = %s "
+                "AND status IN ('pending', 'rejected')",
+                (batch.id,),
             )
-        return ids
+            if cursor.rowcount == 0:
+                return []
+            return [
+                _insert_half(cursor, batch, envelope, half, str(position))
+                for position, half in enumerate(halves)
+            ]
+
+        return self.db.run(split_once)
 
     def retry_rejected(self) -> int:
-        with self.db.transaction() as cursor:
+        def reopen(cursor: Cursor) -> int:
             cursor.execute(
                 "UPDATE outbox_batches SET status = 'pending' WHERE status = 'rejected'"
             )
-            return cursor.rowcount
+            return int(cursor.rowcount)
+
+        return self.db.run(reopen)
 
     def backlog(self) -> Backlog:
         rows = self.db.fetch_all(

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from agent.store.db import Database
+from agent.store.db import Cursor, Database
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,8 @@ class StateStore:
         """Return the configured agent id, else the one stored on first start."""
         if configured:
             return configured
-        with self.db.transaction() as cursor:
+
+        def read_or_create(cursor: Cursor) -> str:
             cursor.execute(
                 "INSERT INTO agent_meta (key, value) VALUES ('agent_id', %s) "
                 "ON CONFLICT (key) DO NOTHING",
@@ -38,6 +39,8 @@ class StateStore:
             row = cursor.fetchone()
             assert row is not None
             return str(row[0])
+
+        return self.db.run(read_or_create)
 
     def set_problems(self, problems: list[str]) -> None:
         """Store the running agent's open problems for ``status`` to show."""
@@ -65,14 +68,21 @@ class StateStore:
             (status, json.dumps(summary, default=str), run_id),
         )
 
-    def close_abandoned_runs(self) -> int:
-        """Mark runs left 'running' by a process that died as interrupted."""
-        with self.db.transaction() as cursor:
+    def close_abandoned_runs(self, job: str | None = None) -> int:
+        """Mark runs left 'running' by a process that died as interrupted.
+
+        Call it only while no run of ``job`` (of any job, when None) is in progress.
+        """
+
+        def close(cursor: Cursor) -> int:
             cursor.execute(
                 "UPDATE job_runs SET status = 'interrupted', finished_at = now() "
-                "WHERE status = 'running'"
+                "WHERE status = 'running' AND (%s::text IS NULL OR job = %s)",
+                (job, job),
             )
-            return cursor.rowcount
+            return int(cursor.rowcount)
+
+        return self.db.run(close)
 
     def last_runs(self) -> dict[str, JobRun]:
         rows = self.db.fetch_all(

@@ -6,16 +6,22 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.fakes.bitbucket import FakeBitbucket
 from tests.fakes.gitlab import FakeGitLab
 from tests.fakes.keys import ReceiverKeys
 from tests.fakes.receiver import Receiver
 
 ROOT = Path(__file__).resolve().parents[2]
 GITLAB_TOKEN = "glpat-test-token"
+
+# Called with the arguments, stdout and stderr of every command ``AgentSetup.run``
+# finished; the fault suite registers one to search all output for secrets.
+OUTPUT_OBSERVERS: list[Callable[[tuple[str, ...], str, str], None]] = []
 
 
 @dataclass
@@ -32,7 +38,7 @@ class AgentSetup:
     def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Run ``mhq-agent ARGS`` to completion with JSON logs captured."""
         self.write()
-        return subprocess.run(
+        completed = subprocess.run(
             self.command(*args),
             cwd=ROOT,
             env=self.environment(),
@@ -41,6 +47,9 @@ class AgentSetup:
             timeout=timeout,
             check=False,
         )
+        for observer in OUTPUT_OBSERVERS:
+            observer(args, completed.stdout, completed.stderr)
+        return completed
 
     def start(self, *args: str) -> subprocess.Popen[str]:
         self.write()
@@ -106,6 +115,18 @@ def make_setup(
         "http": {"retry_budget_s": 10},
     }
     return AgentSetup(tmp_path / "config.json", config)
+
+
+BITBUCKET_TOKEN = "bb-test-token"
+
+
+def add_bitbucket(setup: AgentSetup, bitbucket: FakeBitbucket) -> None:
+    """Configure the fake Bitbucket's repository next to whatever else is set."""
+    setup.config["integrations"]["bitbucket"] = {
+        "api_url": bitbucket.url,
+        "access_token": BITBUCKET_TOKEN,
+        "repositories": [f"{bitbucket.web_url}/user-38/user-38php"],
+    }
 
 
 def log_events(completed: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:

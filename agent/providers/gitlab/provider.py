@@ -15,6 +15,7 @@ from agent.config.settings import GitLabSettings
 from agent.errors import AuthError, NotFoundError, ProviderError
 from agent.processing.records import Record
 from agent.providers.base import (
+    CheckResult,
     ChildSet,
     Page,
     Provider,
@@ -80,6 +81,64 @@ class GitLabProvider(Provider):
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.client.session.close()
+
+    # Checks for ``mhq-agent check``
+
+    def check(self) -> list[CheckResult]:
+        """Check the token's scopes, then resolve every configured repository."""
+        token = self._check_token()
+        if not token.ok:
+            return [token]
+        results = [token]
+        for entry in self.resolve():
+            if isinstance(entry, ResolveFailure):
+                results.append(
+                    CheckResult(
+                        f"gitlab repository {entry.entry}", False, str(entry.error)
+                    )
+                )
+            else:
+                results.append(
+                    CheckResult(
+                        f"gitlab repository {entry.key}",
+                        True,
+                        f"readable (project id {entry.api_id})",
+                    )
+                )
+        return results
+
+    def _check_token(self) -> CheckResult:
+        """Read the token's scopes, or fall back to /user where GitLab cannot show them.
+
+        /personal_access_tokens/self returns the scopes of personal, group and
+        project access tokens. Older instances and other kinds of token get 404 or
+        403 there (the GitLab version that added it is not checked here).
+        """
+        name = "gitlab token"
+        try:
+            token = self.client.get_json(f"{self.api_url}/personal_access_tokens/self")
+        except AuthError as exc:
+            if exc.status == 401:
+                return CheckResult(name, False, str(exc))
+            token = None
+        except NotFoundError:
+            token = None
+        except ProviderError as exc:
+            return CheckResult(name, False, str(exc))
+        data = token.data if token is not None else None
+        if isinstance(data, dict) and isinstance(data.get("scopes"), list):
+            return _token_scopes_result(name, data)
+        try:
+            user = self.client.get_json(f"{self.api_url}/user").data
+        except ProviderError as exc:
+            return CheckResult(name, False, str(exc))
+        username = user.get("username") if isinstance(user, dict) else None
+        return CheckResult(
+            name,
+            True,
+            f"accepted for user {username}; this GitLab does not show token scopes, "
+            "so the repository checks below stand in for the read_api check",
+        )
 
     # Resolving configured entries
 
@@ -439,6 +498,22 @@ class GitLabProvider(Provider):
             return
         page.records.append(record)
         page.versions[(entity, record.key)] = mapping.version_of(raw) or ""
+
+
+def _token_scopes_result(name: str, token: dict[str, Any]) -> CheckResult:
+    scopes = sorted(str(scope) for scope in token["scopes"])
+    shown = ", ".join(scopes) or "none"
+    if token.get("revoked") is True or token.get("active") is False:
+        return CheckResult(name, False, "the token is revoked or expired; create one")
+    if not {"read_api", "api"} & set(scopes):
+        return CheckResult(
+            name,
+            False,
+            f"scopes {shown} do not include read_api (or api); create a token "
+            "with the read_api scope",
+        )
+    expires = token.get("expires_at")
+    return CheckResult(name, True, f"scopes {shown}; expires {expires or 'never'}")
 
 
 def _max_version(raw_page: list[dict[str, Any]]) -> str | None:
