@@ -26,6 +26,7 @@ from agent.config.sources import (
     merge,
 )
 from agent.errors import ConfigError
+from agent.logs import mask
 
 if TYPE_CHECKING:
     from agent.config.ssm import SsmSource
@@ -197,8 +198,14 @@ def _parse_secret(key: Key, raw: Any) -> str:
 def _parse_url(key: Key, raw: Any) -> str:
     text = _parse_string(key, raw)
     parts = urlsplit(text)
+    # A code host's URL becomes part of every repository key sent to MHQ.
+    if key.path.startswith("integrations.") and (parts.username or parts.password):
+        raise ValueError(
+            "contains a user name or password; remove it and give credentials in "
+            "the token settings (value not shown)"
+        )
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ValueError(f"{text!r} is not an http(s) URL with a host")
+        raise ValueError(f"{mask(text)!r} is not an http(s) URL with a host")
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
         raise ValueError(
             f"{text!r} uses plain http to a host that is not loopback; use https"

@@ -642,3 +642,16 @@ def test_secrets_lists_secret_values() -> None:
 
     assert "glpat-listed" in settings.secrets
     assert "client-public" not in settings.secrets
+
+
+@pytest.mark.parametrize(
+    "variable", ["GITLAB_DOMAIN_URL", "BITBUCKET_API_URL"], ids=["gitlab", "bitbucket"]
+)
+def test_provider_url_with_password_rejected(variable: str) -> None:
+    environ = {variable: "https://robot:hunter2-secret@code.example.com"}
+
+    with pytest.raises(ConfigError) as raised:
+        load_settings(LoadOptions(environ=environ))
+
+    assert f"environment {variable}" in str(raised.value)
+    assert "hunter2-secret" not in str(raised.value)

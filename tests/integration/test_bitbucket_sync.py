@@ -278,3 +278,18 @@ def test_both_providers_in_one_sync(
     assert bitbucket["pull_requests"] == 57
     assert bitbucket["deployments"] == 49
     assert bitbucket["pull_request_commits"] == 8
+
+
+def test_check_reports_bitbucket(
+    bitbucket_agent: AgentSetup, fake_bitbucket: FakeBitbucket, receiver: Receiver
+) -> None:
+    good = bitbucket_agent.run("check")
+    fake_bitbucket.set_scopes(["repository", "pullrequest"])
+    missing_scope = bitbucket_agent.run("check")
+
+    assert good.returncode == 0, good.stdout + good.stderr[-2000:]
+    assert "bitbucket token" in good.stdout
+    assert "user-38php" in good.stdout
+    assert missing_scope.returncode == 1
+    assert "required scopes: pipeline" in missing_scope.stdout
+    assert receiver.attempts() == []

@@ -304,3 +304,19 @@ def test_failing_project_does_not_stop_others(
         for r in status["repositories"]
     )
     assert len(receiver.records("pull_requests")) == 24
+
+
+def test_missing_commits_keep_stored_ones(
+    synced: Receiver, agent: AgentSetup, fake_gitlab: FakeGitLab
+) -> None:
+    fake_gitlab.add_note(3, {"body": "after the source project went away"})
+    fake_gitlab.add_fault(r"/merge_requests/3/commits$", status=404, times=None)
+
+    completed = agent.run("sync")
+
+    events = log_events(completed)
+    skipped = [e for e in events if e["event"] == "record skipped"]
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert synced.records("deletions") == []
+    assert any("404 for its commits" in e["error"] for e in skipped)
+    assert len(synced.records("pull_request_events")) == 27

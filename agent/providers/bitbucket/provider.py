@@ -22,6 +22,7 @@ from agent.config.settings import BitbucketSettings
 from agent.errors import NotFoundError, ProviderError
 from agent.processing.records import Record, utc_timestamp
 from agent.providers.base import (
+    CheckResult,
     ChildSet,
     Page,
     Provider,
@@ -84,6 +85,38 @@ class BitbucketProvider(Provider):
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.client.session.close()
+
+    def check(self) -> list[CheckResult]:
+        """Check the token, then read each repository's pull requests and pipelines.
+
+        Bitbucket names a missing scope in its 403 answer, which each failed line
+        repeats. One request per repository and scope, and nothing is stored.
+        """
+        try:
+            user = self.client.get_json(f"{self.api_url}/user").data
+        except ProviderError as exc:
+            return [CheckResult("bitbucket token", False, str(exc))]
+        name = user.get("nickname") if isinstance(user, dict) else None
+        results = [CheckResult("bitbucket token", True, f"accepted for user {name}")]
+        for entry in self.resolve():
+            if isinstance(entry, ResolveFailure):
+                label = f"bitbucket repository {entry.entry}"
+                results.append(CheckResult(label, False, str(entry.error)))
+                continue
+            results.append(self._check_repository(entry))
+        return results
+
+    def _check_repository(self, repository: RepositoryRef) -> CheckResult:
+        label = f"bitbucket repository {repository.key}"
+        base = self._repository_url(repository)
+        for path in ("pullrequests", "pipelines/", "deployments/"):
+            try:
+                self.client.get_json(f"{base}/{path}", {"pagelen": 1})
+            except ProviderError as exc:
+                return CheckResult(label, False, str(exc))
+        return CheckResult(
+            label, True, "pull requests, pipelines and deployments readable"
+        )
 
     # Resolving configured entries
 

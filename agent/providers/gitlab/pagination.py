@@ -18,6 +18,7 @@ the ``Link`` header. Totals and page counts are never used to decide where to st
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -25,6 +26,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from agent.errors import ProviderError
 from agent.logs import mask
 from agent.providers.http import HostClient
+
+log = logging.getLogger(__name__)
 
 MAX_PER_PAGE = 100
 
@@ -42,7 +45,13 @@ def paginate(
                 f"gitlab returned {type(result.data).__name__} for a list at {url}, "
                 "expected a JSON array"
             )
-        yield result.data
+        items = [item for item in result.data if isinstance(item, dict)]
+        if len(items) < len(result.data):
+            log.warning(
+                "list items that are not objects skipped",
+                extra={"url": mask(url), "skipped": len(result.data) - len(items)},
+            )
+        yield items
         next_url = _next_url(client, next_url, query, result.next_url, result.response)
         query = None
 

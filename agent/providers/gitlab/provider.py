@@ -35,8 +35,10 @@ STREAMS = ("repository", "merge_requests", "pipelines", "deployments")
 
 @dataclass
 class _MergeRequestDetails:
-    commits: list[dict[str, Any]]
-    notes: list[dict[str, Any]]
+    """Sub-resources of one merge request; None where GitLab answered 404."""
+
+    commits: list[dict[str, Any]] | None
+    notes: list[dict[str, Any]] | None
     approvers: list[dict[str, Any]] | None
 
 
@@ -203,7 +205,9 @@ class GitLabProvider(Provider):
         return path
 
     def _ref(self, project: dict[str, Any]) -> RepositoryRef:
-        host = urlsplit(self.settings.domain_url).netloc
+        # Host and port only: the key is sent to MHQ and must never carry userinfo.
+        base = urlsplit(self.settings.domain_url)
+        host = f"{base.hostname}:{base.port}" if base.port else str(base.hostname)
         return RepositoryRef(
             provider=self.name,
             key=f"{host}/{project['path_with_namespace']}",
@@ -301,7 +305,9 @@ class GitLabProvider(Provider):
                 self._pool.submit(self._approvers, f"{mr_url}/approvals"),
             )
         return {
-            mr_id: _MergeRequestDetails(c.result(), n.result(), a.result())
+            mr_id: _MergeRequestDetails(
+                _unless_missing(c), _unless_missing(n), a.result()
+            )
             for mr_id, (c, n, a) in futures.items()
         }
 
@@ -349,7 +355,15 @@ class GitLabProvider(Provider):
             "pull_request_events": set(),
         }
         records: list[Record] = []
-        for raw in details.commits:
+        for name, listed in (("commits", details.commits), ("notes", details.notes)):
+            if listed is None:
+                # Stored children stay as they are: a 404 proves nothing was deleted.
+                page.failures.append(
+                    RecordFailure(
+                        "pull_requests", mr_id, f"GitLab answered 404 for its {name}"
+                    )
+                )
+        for raw in details.commits or []:
             self._map_child(
                 page,
                 records,
@@ -359,7 +373,7 @@ class GitLabProvider(Provider):
                 lambda r: mapping.commit(repository, mr_id, r),
             )
         approvers_noted = set()
-        for note in details.notes:
+        for note in details.notes or []:
             people.append(note.get("author"))
             event = self._map_child(
                 page,
@@ -383,12 +397,17 @@ class GitLabProvider(Provider):
                 approver,
                 lambda r: mapping.approval_event(repository, mr_id, r),
             )
-        page.records.extend(self._users(people))
+        page.records.extend(self._users(people, page))
         page.records.append(record)
         page.records.extend(records)
         page.versions[("pull_requests", record.key)] = mapping.version_of(mr) or ""
+        complete = {
+            "pull_request_commits": details.commits is not None,
+            "pull_request_events": details.notes is not None,
+        }
         for entity, keys in children.items():
-            page.children.append(ChildSet(entity, mr_id, frozenset(keys)))
+            if complete[entity]:
+                page.children.append(ChildSet(entity, mr_id, frozenset(keys)))
 
     @staticmethod
     def _map_child(
@@ -411,10 +430,15 @@ class GitLabProvider(Provider):
         return record
 
     @staticmethod
-    def _users(people: Sequence[Any]) -> list[Record]:
+    def _users(people: Sequence[Any], page: Page) -> list[Record]:
         users: dict[str, Record] = {}
         for raw in people:
-            record = mapping.user(raw)
+            try:
+                record = mapping.user(raw)
+            except (ValueError, TypeError, AttributeError) as exc:
+                raw_id = raw.get("id") if isinstance(raw, dict) else None
+                page.failures.append(RecordFailure("users", str(raw_id), str(exc)))
+                continue
             if record is not None:
                 users[record.key] = record
         return list(users.values())
@@ -519,3 +543,11 @@ def _token_scopes_result(name: str, token: dict[str, Any]) -> CheckResult:
 def _max_version(raw_page: list[dict[str, Any]]) -> str | None:
     versions = [v for v in map(mapping.version_of, raw_page) if v]
     return max(versions) if versions else None
+
+
+def _unless_missing(future: Future[Any]) -> Any:
+    """Return a sub-resource list, or None when GitLab answered 404 for it."""
+    try:
+        return future.result()
+    except NotFoundError:
+        return None
