@@ -27,6 +27,7 @@ INVALID = {
     "GITLAB_DOMAIN_URL": "127.0.0.1:8080",
     "GITLAB_ACCESS_TOKEN": "glpat-with a-space",
     "GITLAB_CA_BUNDLE": "/nonexistent/mhq-test/ca.pem",
+    "GITLAB_REQUESTS_PER_MINUTE": "fast",
     "BITBUCKET_ACCESS_TOKEN": "bb-token-\u00e9t\u00e9",
     "BITBUCKET_API_URL": "https://",
     "BITBUCKET_REQUESTS_PER_HOUR": "lots",

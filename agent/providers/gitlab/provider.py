@@ -156,6 +156,12 @@ class GitLabProvider(Provider):
                         yield ref
             except ProviderError as exc:
                 yield ResolveFailure(entry, exc)
+            except (KeyError, TypeError, AttributeError) as exc:
+                problem = ProviderError(
+                    f"gitlab returned a project without {exc} for {entry!r}",
+                    code="invalid_data",
+                )
+                yield ResolveFailure(entry, problem)
 
     def _projects_for(self, entry: str) -> Iterator[dict[str, Any]]:
         path = self._path_of(entry)
