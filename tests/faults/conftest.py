@@ -20,11 +20,13 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg2
 import pytest
 
+from tests.fakes.bitbucket import FakeBitbucket
 from tests.fakes.gitlab import FakeGitLab
 from tests.fakes.keys import ReceiverKeys
 from tests.fakes.postgres import drop_database, fresh_database
 from tests.fakes.receiver import Receiver
 from tests.faults.support import (
+    BITBUCKET_FAULT_TOKEN,
     FAULT_TOKEN,
     SecretSearch,
     Version,
@@ -34,9 +36,11 @@ from tests.faults.support import (
     versions,
 )
 from tests.integration import agent as agent_module
-from tests.integration.agent import AgentSetup, make_setup
+from tests.integration.agent import AgentSetup, add_bitbucket, make_setup
 
 LAST_TEST = "test_no_secret_in_any_output"
+# Prefix of the kill point descriptions of the Bitbucket kill tests.
+BITBUCKET_KILL = "bitbucket: "
 
 
 @dataclass
@@ -62,9 +66,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if not COUNTS.scenarios:
         return
+    on_bitbucket = [k for k in COUNTS.kill_points if k.startswith(BITBUCKET_KILL)]
     terminalreporter.write_line(
         f"fault suite: {len(COUNTS.scenarios)} scenarios, "
-        f"{len(COUNTS.kill_points)} kill points, "
+        f"{len(COUNTS.kill_points)} kill points "
+        f"({len(on_bitbucket)} during a Bitbucket sync), "
         f"{COUNTS.records_lost} records lost, "
         f"{COUNTS.sent_under_two_ids} versions sent under two ids, "
         f"{len(SEARCH.outputs)} outputs searched, {len(SEARCH.hits())} secrets found"
@@ -74,6 +80,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 @pytest.fixture(scope="session")
 def secret_search(receiver_keys: ReceiverKeys) -> SecretSearch:
     SEARCH.add_secret(FAULT_TOKEN)
+    SEARCH.add_secret(BITBUCKET_FAULT_TOKEN)
     SEARCH.add_secret(receiver_keys.client_secret)
     return SEARCH
 
@@ -208,3 +215,99 @@ def clean_run(
             yield CleanRun(frozenset(versions(mhq, host)), bookmarks(url, host))
     finally:
         drop_database(url)
+
+
+# -- Bitbucket -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_bitbucket() -> Iterator[FakeBitbucket]:
+    """The fake Bitbucket, accepting only this session's Bitbucket token."""
+    with FakeBitbucket(token=BITBUCKET_FAULT_TOKEN) as bitbucket:
+        yield bitbucket
+
+
+def _add_bitbucket(setup: AgentSetup, bitbucket: FakeBitbucket) -> None:
+    add_bitbucket(setup, bitbucket)
+    setup.config["integrations"]["bitbucket"]["access_token"] = BITBUCKET_FAULT_TOKEN
+
+
+@pytest.fixture
+def bitbucket_agent(
+    tmp_path: Path,
+    db_url: str,
+    fake_gitlab: FakeGitLab,
+    fake_bitbucket: FakeBitbucket,
+    receiver: Receiver,
+    receiver_keys: ReceiverKeys,
+) -> AgentSetup:
+    """An agent for the fake Bitbucket's repository only, with this session's token."""
+    setup = make_setup(tmp_path, db_url, fake_gitlab, receiver, receiver_keys)
+    del setup.config["integrations"]["gitlab"]
+    _add_bitbucket(setup, fake_bitbucket)
+    return setup
+
+
+@pytest.fixture
+def mixed_agent(agent: AgentSetup, fake_bitbucket: FakeBitbucket) -> AgentSetup:
+    """An agent for the fake GitLab's three projects and the fake Bitbucket's
+    repository together."""
+    _add_bitbucket(agent, fake_bitbucket)
+    return agent
+
+
+@dataclass(frozen=True)
+class MixedCleanRun:
+    """One undisturbed sync of GitLab and Bitbucket together, and its Bitbucket part.
+
+    Both fakes' host:port are shown as HOST. A Bitbucket-only agent must deliver
+    exactly the Bitbucket part, because the providers share no records.
+    """
+
+    mixed: CleanRun
+    bitbucket: CleanRun
+
+
+@pytest.fixture(scope="session")
+def mixed_clean_run(
+    tmp_path_factory: pytest.TempPathFactory,
+    pg_password_url: str,
+    receiver_keys: ReceiverKeys,
+) -> Iterator[MixedCleanRun]:
+    keys = receiver_keys
+    url = fresh_database(pg_password_url)
+    try:
+        with (
+            FakeGitLab(token=FAULT_TOKEN) as gitlab,
+            FakeBitbucket(token=BITBUCKET_FAULT_TOKEN) as bitbucket,
+            Receiver(keys.private_pem, keys.client_secret, keys.client_id) as mhq,
+        ):
+            directory = tmp_path_factory.mktemp("clean-mixed")
+            setup = make_setup(directory, url, gitlab, mhq, keys)
+            setup.config["integrations"]["gitlab"]["access_token"] = FAULT_TOKEN
+            _add_bitbucket(setup, bitbucket)
+            completed = setup.run("sync")
+            assert completed.returncode == 0, completed.stderr[-3000:]
+            hosts = (host_of(gitlab), host_of(bitbucket))
+            received = frozenset(versions(mhq, *hosts))
+            on_bitbucket = frozenset(
+                v for v in received if json.loads(v[2])["provider"] == "bitbucket"
+            )
+            assert on_bitbucket
+            assert on_bitbucket != received
+            yield MixedCleanRun(
+                CleanRun(received, bookmarks(url, *hosts)),
+                CleanRun(on_bitbucket, bookmarks(url, *hosts, provider="bitbucket")),
+            )
+    finally:
+        drop_database(url)
+
+
+@pytest.fixture
+def clean_mixed_run(mixed_clean_run: MixedCleanRun) -> CleanRun:
+    return mixed_clean_run.mixed
+
+
+@pytest.fixture
+def clean_bitbucket_run(mixed_clean_run: MixedCleanRun) -> CleanRun:
+    return mixed_clean_run.bitbucket

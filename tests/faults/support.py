@@ -16,12 +16,15 @@ from urllib.parse import quote
 
 import psycopg2
 
+from tests.fakes.bitbucket import FakeBitbucket
 from tests.fakes.gitlab import FakeGitLab
 from tests.fakes.receiver import Receiver
 from tests.integration.agent import AgentSetup
 
 # A token unique to this test session, so a hit in any output is a real leak.
 FAULT_TOKEN = "glpat-" + secrets.token_hex(12)
+# The Bitbucket access token of this test session, unique for the same reason.
+BITBUCKET_FAULT_TOKEN = "bbtok-" + secrets.token_hex(16)
 Event = dict[str, Any]
 # (entity, id, canonical JSON of the record): one version of one record.
 Version = tuple[str, str, str]
@@ -130,21 +133,32 @@ def sync_until_ok(setup: AgentSetup, attempts: int = 4) -> list[int]:
 # -- what the receiver received ------------------------------------------------------
 
 
-def versions(receiver: Receiver, host: str = "") -> dict[Version, set[str]]:
+def versions(receiver: Receiver, *hosts: str) -> dict[Version, set[str]]:
     """Map each received version of each record to the message ids it came under.
 
-    ``host`` (the fake GitLab's host:port) is replaced by HOST, so runs against
-    fakes on different ports compare equal.
+    Each of ``hosts`` (the host:port of a fake code host) is replaced by HOST, so
+    runs against fakes on different ports compare equal.
     """
     found: dict[Version, set[str]] = defaultdict(set)
     for received in receiver.records():
         content = json.dumps(received.record, sort_keys=True, ensure_ascii=False)
-        if host:
-            content = content.replace(host, "HOST")
+        content = without_hosts(content, hosts)
         found[(received.entity, str(received.record["id"]), content)].add(
             received.message_id
         )
     return dict(found)
+
+
+def without_hosts(text: str, hosts: tuple[str, ...]) -> str:
+    """Replace each of ``hosts`` in ``text`` by HOST, the longest first.
+
+    The longest goes first because one host:port can be the start of another
+    (127.0.0.1:4123 and 127.0.0.1:41234).
+    """
+    for host in sorted(hosts, key=len, reverse=True):
+        if host:
+            text = text.replace(host, "HOST")
+    return text
 
 
 def sent_twice(receiver: Receiver) -> list[Version]:
@@ -152,8 +166,8 @@ def sent_twice(receiver: Receiver) -> list[Version]:
     return [v for v, ids in versions(receiver).items() if len(ids) > 1]
 
 
-def host_of(gitlab: FakeGitLab) -> str:
-    return f"127.0.0.1:{gitlab.port}"
+def host_of(fake: FakeGitLab | FakeBitbucket) -> str:
+    return f"127.0.0.1:{fake.port}"
 
 
 # -- what the database contains ------------------------------------------------------
@@ -168,13 +182,18 @@ def query(db_url: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
     return rows
 
 
-def bookmarks(db_url: str, host: str = "") -> dict[tuple[str, str], str]:
-    """Return the bookmarks by repository key and stream, ``host`` shown as HOST."""
-    rows = query(db_url, "SELECT repository_key, stream, value FROM bookmarks")
-    return {
-        (key.replace(host, "HOST") if host else key, stream): value
-        for key, stream, value in rows
-    }
+def bookmarks(
+    db_url: str, *hosts: str, provider: str | None = None
+) -> dict[tuple[str, str], str]:
+    """Return the bookmarks by repository key and stream, each of ``hosts`` shown as
+    HOST. With ``provider``, return only that provider's bookmarks."""
+    rows = query(
+        db_url,
+        "SELECT repository_key, stream, value FROM bookmarks "
+        "WHERE %(provider)s::text IS NULL OR provider = %(provider)s",
+        {"provider": provider},
+    )
+    return {(without_hosts(key, hosts), stream): value for key, stream, value in rows}
 
 
 def running_job_runs(db_url: str) -> list[tuple[Any, ...]]:

@@ -277,7 +277,8 @@ def approval_key(pr_id: str, actor: Any) -> str:
 
 
 def commit(ref: RepositoryRef, pr_id: str, raw: dict[str, Any]) -> Record:
-    sha = raw.get("hash")
+    # An id of another type would otherwise be sent as its Python repr.
+    sha = _text(raw.get("hash"))
     author = as_dict(raw.get("author"))
     return make_record(
         "pull_request_commits",
@@ -309,13 +310,14 @@ def author_name(raw: Any) -> str | None:
 
 def pipeline(ref: RepositoryRef, raw: dict[str, Any]) -> Record:
     target = as_dict(raw.get("target"))
-    build = raw.get("build_number")
+    # A build number of another type would otherwise end up in the link as text.
+    build = _int(raw.get("build_number"))
     repository_url = ref.web_url
     return make_record(
         "deployments",
         PROVIDER,
         {
-            "id": raw.get("uuid"),
+            "id": _text(raw.get("uuid")),
             "repository_id": ref.api_id,
             "source": "pipeline",
             "environment": None,
@@ -341,7 +343,7 @@ def deployment(ref: RepositoryRef, raw: dict[str, Any]) -> Record:
         "deployments",
         PROVIDER,
         {
-            "id": raw.get("uuid"),
+            "id": _text(raw.get("uuid")),
             "repository_id": ref.api_id,
             "source": "deployment",
             "environment": _text(as_dict(raw.get("environment")).get("name")),

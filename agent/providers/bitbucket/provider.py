@@ -74,6 +74,8 @@ class BitbucketProvider(Provider):
             stop=stop,
         )
         self._initial_days = initial_days
+        # Keys of the repositories whose activity log this run read to its end.
+        self._activity_read: set[str] = set()
         self._pool = ThreadPoolExecutor(
             max_workers=http.max_concurrency, thread_name_prefix="bitbucket"
         )
@@ -125,7 +127,17 @@ class BitbucketProvider(Provider):
         for entry in self._entries():
             try:
                 for raw in self._repositories_for(entry):
-                    ref = self._ref(raw)
+                    try:
+                        ref = self._ref(raw)
+                    except MAPPING_ERRORS as exc:
+                        # One malformed repository object fails its entry alone.
+                        error = ProviderError(
+                            f"bitbucket returned an invalid repository object for "
+                            f"{entry!r}: {exc}",
+                            code="invalid_data",
+                        )
+                        yield ResolveFailure(entry, error)
+                        continue
                     if ref.api_id not in seen:
                         seen.add(ref.api_id)
                         yield ref
@@ -167,14 +179,24 @@ class BitbucketProvider(Provider):
             code="invalid_repository",
         )
 
-    def _ref(self, raw: dict[str, Any]) -> RepositoryRef:
-        full_name = str(raw["full_name"])
+    def _ref(self, raw: Any) -> RepositoryRef:
+        """Build the reference to one repository object.
+
+        Raises ValueError when the object has no ``workspace/slug`` full name or no
+        uuid, because the key and every record id are made from them.
+        """
+        full_name = mapping.as_dict(raw).get("full_name")
+        api_id = mapping.as_dict(raw).get("uuid")
+        if not isinstance(full_name, str) or full_name.count("/") != 1:
+            raise ValueError(f"expected full_name 'workspace/slug', got {full_name!r}")
+        if not isinstance(api_id, str) or not api_id.strip("{}"):
+            raise ValueError(f"expected a uuid, got {api_id!r}")
         web_url = mapping.html_url(raw)
         host = urlsplit(web_url).netloc if web_url else urlsplit(self.api_url).netloc
         return RepositoryRef(
             provider=self.name,
             key=f"{host}/{full_name}",
-            api_id=str(raw["uuid"]).strip("{}"),
+            api_id=api_id.strip("{}"),
             web_url=web_url,
             metadata={**raw, "_api_path": full_name},
         )
@@ -236,6 +258,7 @@ class BitbucketProvider(Provider):
             if reached_floor:
                 break
         yield Page("activity", bookmark=newest or state.bookmark("activity"))
+        self._activity_read.add(repository.key)
 
     def _map_activity(
         self, repository: RepositoryRef, item: dict[str, Any], page: Page
@@ -269,20 +292,28 @@ class BitbucketProvider(Provider):
         if since:
             params["q"] = f'updated_on >= "{since}"'
         url = f"{self._repository_url(repository)}/pullrequests"
+        activity_read = repository.key in self._activity_read
         seen: set[str] = set()
         for raw_page in paginate(self.client, url, params):
             # A pull request updated while the list is read moves to its end, so
             # it can appear twice in one pass.
             fresh = [pr for pr in raw_page if str(pr.get("id")) not in seen]
             seen.update(str(pr.get("id")) for pr in fresh)
-            yield self._pull_request_page(repository, fresh, state)
+            yield self._pull_request_page(repository, fresh, state, activity_read)
 
     def _pull_request_page(
         self,
         repository: RepositoryRef,
         raw_page: list[dict[str, Any]],
         state: StateView,
+        activity_read: bool,
     ) -> Page:
+        """Map the changed pull requests of one list page, with their commits.
+
+        Merge and close times come from the activity log. When this run did not
+        read it to its end, the bookmark stays where it was, so the next run lists
+        these pull requests again and maps those still missing such a time.
+        """
         page = Page("pull_requests", items=len(raw_page))
         ids = [mapping.pull_request_id(repository, pr.get("id")) for pr in raw_page]
         stored = state.versions("pull_requests", ids)
@@ -299,6 +330,13 @@ class BitbucketProvider(Provider):
             self._add_pull_request(
                 repository, pr, pr_id, commits[pr_id].result(), state, page
             )
+        if not activity_read:
+            for record in page.records:
+                if record.entity == "pull_requests" and _lacks_close_time(record):
+                    # A listed version is never empty, so the next run maps it again.
+                    page.versions[("pull_requests", record.key)] = ""
+            page.bookmark = state.bookmark("pull_requests")
+            return page
         versions = [mapping.version_of(pr, "updated_on") for pr in raw_page]
         page.bookmark = max((v for v in versions if v), default=None) or state.bookmark(
             "pull_requests"
@@ -388,17 +426,23 @@ class BitbucketProvider(Provider):
         }
         stored = {key for key in events if key.startswith("approval:")}
         for key, participant in approvers.items():
-            if key not in stored:
-                page.records.append(
-                    mapping.event(
-                        repository,
-                        pr_id,
-                        key=key,
-                        kind="approved",
-                        actor=participant.get("user"),
-                        created_at=participant.get("participated_on"),
-                    )
+            if key in stored:
+                continue
+            try:
+                record = mapping.event(
+                    repository,
+                    pr_id,
+                    key=key,
+                    kind="approved",
+                    actor=participant.get("user"),
+                    created_at=participant.get("participated_on"),
                 )
+            except MAPPING_ERRORS as exc:
+                page.failures.append(
+                    RecordFailure("pull_request_events", key, str(exc))
+                )
+                continue
+            page.records.append(record)
         for key in stored - set(approvers):
             page.records.append(
                 mapping.unapproval_event(
@@ -515,6 +559,14 @@ def _users(people: list[Any]) -> list[Record]:
         if record is not None:
             users[record.key] = record
     return list(users.values())
+
+
+def _lacks_close_time(record: Record) -> bool:
+    """Return whether a merged or closed pull request record has no time for it."""
+    payload = record.payload
+    return (payload["state"] == "merged" and payload["merged_at"] is None) or (
+        payload["state"] == "closed" and payload["closed_at"] is None
+    )
 
 
 def _event_time(events: dict[str, dict[str, Any]], kind: str) -> str | None:
