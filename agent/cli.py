@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from types import FrameType
 
 from agent import __version__, logs
@@ -118,7 +119,71 @@ def build_parser() -> argparse.ArgumentParser:
         help="check the configuration, the database, each code host and MHQ, "
         "without storing or sending data",
     )
+    _add_inspection_commands(commands, common)
     return parser
+
+
+def _add_inspection_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: argparse.ArgumentParser,
+) -> None:
+    """Add ``preview`` and ``audit``, which show what leaves the agent."""
+    preview_parser = commands.add_parser(
+        "preview",
+        parents=[common],
+        help="print the records the next push would send, after the privacy "
+        "policy, without sending or queueing anything",
+    )
+    preview_parser.add_argument(
+        "--json", action="store_true", help="print one JSON object per record"
+    )
+    audit_parser = commands.add_parser(
+        "audit",
+        parents=[common],
+        help="list every request that carried a message to MHQ, with SHA-256 "
+        "hashes of its plaintext and ciphertext",
+    )
+    audit_parser.add_argument(
+        "--json", action="store_true", help="print one JSON object per attempt"
+    )
+    audit_parser.add_argument(
+        "--type", choices=("sync.batch", "agent.heartbeat"), help="only this type"
+    )
+    audit_parser.add_argument(
+        "--since",
+        metavar="TIME",
+        type=_timestamp,
+        help="only attempts sent at or after TIME, in RFC 3339 (2026-01-02T03:04:05Z)",
+    )
+    audit_parser.add_argument(
+        "--status",
+        type=int,
+        help="only attempts MHQ responded to with this HTTP status; 0 for none",
+    )
+    audit_parser.add_argument(
+        "--id", metavar="MESSAGE_ID", help="only attempts of this message (webhook-id)"
+    )
+    audit_parser.add_argument(
+        "--limit",
+        type=int,
+        default=1000,
+        help="show the newest N matching attempts (default 1000)",
+    )
+    audit_parser.add_argument(
+        "--pseudonym",
+        metavar="PSEUDONYM",
+        help="print what a pseudonym sent to MHQ stands for, instead of the log",
+    )
+
+
+def _timestamp(text: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an RFC 3339 time such as 2026-01-02T03:04:05Z"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -319,6 +384,43 @@ def cmd_check(
     return status
 
 
+def cmd_preview(
+    args: argparse.Namespace, settings: Settings, reload: Callable[[], Settings]
+) -> int:
+    from agent.processing.privacy import PolicySettings
+    from agent.push.audit import print_preview
+    from agent.store.outbox import Outbox
+
+    db = Database(settings.get("database_url"))
+    migrate(db)
+    privacy = PolicySettings.from_values(settings.get)
+    print_preview(Outbox(db), privacy, as_json=args.json, write=print)
+    return EXIT_OK
+
+
+def cmd_audit(
+    args: argparse.Namespace, settings: Settings, reload: Callable[[], Settings]
+) -> int:
+    import json
+
+    from agent.push.audit import AuditFilter, list_entries, lookup_pseudonym, render
+
+    db = Database(settings.get("database_url"))
+    migrate(db)
+    if args.pseudonym:
+        found = lookup_pseudonym(db, args.pseudonym)
+        if found is None:
+            print(f"mhq-agent: pseudonym {args.pseudonym!r} not found", file=sys.stderr)
+            return EXIT_FAILED
+        print(
+            json.dumps(found) if args.json else f"{found['kind']}: {found['original']}"
+        )
+        return EXIT_OK
+    where = AuditFilter(args.type, args.since, args.status, args.id, args.limit)
+    print(render(list_entries(db, where), as_json=args.json))
+    return EXIT_OK
+
+
 HANDLERS: dict[
     str, Callable[[argparse.Namespace, Settings, Callable[[], Settings]], int]
 ] = {
@@ -330,4 +432,6 @@ HANDLERS: dict[
     "status": cmd_status,
     "migrate": cmd_migrate,
     "check": cmd_check,
+    "preview": cmd_preview,
+    "audit": cmd_audit,
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import socket
 import time
 import uuid
@@ -15,6 +16,18 @@ from agent import __version__
 from agent.config.settings import Settings
 from agent.errors import StoreError
 from agent.logs import mask
+from agent.processing.privacy import (
+    BRANCHES,
+    HEX_DIGITS,
+    PEOPLE,
+    PREFIX,
+    REDACT,
+    REPOSITORIES,
+    REPOSITORY,
+    Policy,
+    PolicySettings,
+)
+from agent.push.audit import AuditLog, MessageInfo
 from agent.push.client import NETWORK_ERRORS, MhqClient
 from agent.schedule import JOBS, next_run
 from agent.store.db import Database
@@ -25,6 +38,9 @@ log = logging.getLogger(__name__)
 
 COMMANDS = frozenset({"sync_now", "resync"})
 PROCESS_STARTED = time.time()
+# Sent instead of an error text while people, branch or repository names are
+# hidden: error texts quote URLs and paths that may contain them.
+WITHHELD = "withheld: the privacy policy hides names this text may contain"
 
 
 @dataclass
@@ -66,9 +82,94 @@ def build_heartbeat(
             result["finished_at"] = _iso(result["finished_at"])
         data["command_results"] = results
         reported = [r["id"] for r in results]
+        _apply_privacy(data, settings, db)
     except StoreError as exc:
         data["database"] = f"error: {mask(str(exc))[:200]}"
     return data, reported
+
+
+def _apply_privacy(data: dict[str, Any], settings: Settings, db: Database) -> None:
+    """Hide in the heartbeat what the privacy policy hides in records.
+
+    Repository keys become what the repository record's ``key`` is sent as; under
+    ``redact``, where that is null, ``<provider>:<repository id>`` instead. Error
+    texts are withheld.
+    """
+    privacy = PolicySettings.from_values(settings.get)
+    if not any(
+        s in privacy.hidden_settings() for s in (PEOPLE, BRANCHES, REPOSITORIES)
+    ):
+        return
+    outbox = Outbox(db)
+    # Usernames are the only hidden names a repository key can hold.
+    policy = Policy(privacy, outbox.hidden_values(privacy, entities=("users",)))
+    data["repositories"] = _private_repositories(data["repositories"], policy, db)
+    data["problems"] = [WITHHELD for _ in data["problems"]]
+    for result in data["command_results"]:
+        if isinstance(result.get("result"), dict) and result["result"].get("error"):
+            result["result"] = {**result["result"], "error": WITHHELD}
+    outbox.save_pseudonyms(policy)
+
+
+def _private_repositories(
+    repositories: dict[str, Any], policy: Policy, db: Database
+) -> dict[str, Any]:
+    ids: dict[tuple[str, str], str] = {}
+    if policy.settings.repository_names == REDACT:
+        ids = {
+            (provider, key): repository_id
+            for provider, key, repository_id in db.fetch_all(
+                "SELECT provider, repository_key, payload->>'id' FROM records "
+                "WHERE entity = 'repositories'"
+            )
+        }
+    private: dict[str, Any] = {}
+    for number, (key, entry) in enumerate(sorted(repositories.items()), start=1):
+        provider = entry["provider"]
+        label = policy.field(REPOSITORY, key)
+        if label is None:
+            label = f"{provider}:{ids.get((provider, key)) or f'unresolved-{number}'}"
+        error = entry["error"]
+        if error:
+            error = {"code": error["code"], "message": WITHHELD}
+        private[label] = {**entry, "error": error}
+    return private
+
+
+def original_repository_keys(db: Database, keys: list[Any]) -> list[Any]:
+    """Map the repository keys MHQ sends back (in ``resync``) to the stored keys.
+
+    MHQ knows a repository by what its record's key was sent as: a pseudonym, a
+    key with pseudonyms inside, or a heartbeat's ``<provider>:<id>`` label.
+    """
+    texts = [key for key in keys if isinstance(key, str)]
+    found = sorted({p for key in texts for p in _PSEUDONYM.findall(key)})
+    originals: dict[str, str] = {}
+    if found:
+        originals = dict(
+            db.fetch_all(
+                "SELECT pseudonym, original FROM pseudonyms WHERE pseudonym = ANY(%s)",
+                (found,),
+            )
+        )
+    labels = {
+        f"{provider}:{repository_id}": key
+        for provider, key, repository_id in db.fetch_all(
+            "SELECT provider, repository_key, payload->>'id' FROM records "
+            "WHERE entity = 'repositories' AND repository_key IS NOT NULL"
+        )
+    }
+    mapped: list[Any] = []
+    for key in keys:
+        if isinstance(key, str):
+            key = labels.get(key) or _PSEUDONYM.sub(
+                lambda match: originals.get(match.group(), match.group()), key
+            )
+        mapped.append(key)
+    return mapped
+
+
+_PSEUDONYM = re.compile(rf"{PREFIX}[0-9a-f]{{{HEX_DIGITS}}}")
 
 
 def _jobs(settings: Settings, state: StateStore) -> dict[str, Any]:
@@ -111,7 +212,7 @@ def send_heartbeat(
     settings: Settings, db: Database, agent_id: str, problems: list[str]
 ) -> HeartbeatResult:
     """Send one heartbeat; store verified commands from the response."""
-    client = MhqClient(settings)
+    client = MhqClient(settings, AuditLog(db, required=False))
     data, reported = build_heartbeat(settings, db, problems)
     message_id = str(uuid.uuid4())
     envelope = {
@@ -126,7 +227,9 @@ def send_heartbeat(
     plaintext = json.dumps(envelope, default=str).encode("utf-8")
     result = HeartbeatResult()
     try:
-        response = client.post(client.heartbeat_url, message_id, plaintext)
+        response = client.post(
+            client.heartbeat_url, message_id, plaintext, MessageInfo("agent.heartbeat")
+        )
     except NETWORK_ERRORS as exc:
         result.error = f"{type(exc).__name__}: {mask(str(exc))[:200]}"
         log.error("heartbeat failed", extra={"error": result.error})
@@ -186,6 +289,15 @@ def _store_commands(db: Database, commands: list[Any]) -> list[dict[str, Any]]:
             continue
         name = str(command.get("command"))
         parameters = command.get("parameters") or {}
+        if isinstance(parameters, dict) and isinstance(
+            parameters.get("repositories"), list
+        ):
+            parameters = {
+                **parameters,
+                "repositories": original_repository_keys(
+                    db, parameters["repositories"]
+                ),
+            }
         if not state.receive_command(str(command["id"]), name, parameters):
             log.info("command already received", extra={"command_id": command["id"]})
             continue

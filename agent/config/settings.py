@@ -321,6 +321,32 @@ def _check_combinations(values: dict[str, Any], sources: dict[str, str]) -> None
             sources["database_url"],
             "must be a postgresql:// URL (value not shown)",
         )
+    _check_privacy(values, sources)
+
+
+# A shorter key could be found by trying keys against pseudonyms of known names.
+MIN_PSEUDONYM_KEY_LENGTH = 16
+PSEUDONYMISED = ("privacy.titles", "privacy.branch_names", "privacy.repository_names")
+
+
+def _check_privacy(values: dict[str, Any], sources: dict[str, str]) -> None:
+    key = values.get("privacy.pseudonym_key")
+    if key and len(key) < MIN_PSEUDONYM_KEY_LENGTH:
+        raise ConfigError(
+            "privacy.pseudonym_key",
+            sources["privacy.pseudonym_key"],
+            f"is shorter than {MIN_PSEUDONYM_KEY_LENGTH} characters; use a long "
+            "random value such as the output of 'openssl rand -hex 32' "
+            "(value not shown)",
+        )
+    for path in PSEUDONYMISED:
+        if values.get(path) == "pseudonymise" and not key:
+            raise ConfigError(
+                path,
+                sources[path],
+                "is pseudonymise, which needs a pseudonym key: "
+                + _how_to_set(KEYS_BY_PATH["privacy.pseudonym_key"]),
+            )
 
 
 def _check_client_secret(secret: str, source: str) -> None:

@@ -11,6 +11,7 @@ import requests
 from agent import __version__
 from agent.config.settings import Settings
 from agent.logs import mask
+from agent.push.audit import AuditLog, MessageInfo
 from agent.push.crypto import Encryptor, Signer
 
 log = logging.getLogger(__name__)
@@ -21,9 +22,12 @@ STOP_STATUSES = frozenset({401, 403, 404, 410})
 
 
 class MhqClient:
-    """Sends one message per call: encrypt, sign, POST; the caller handles statuses."""
+    """Sends one message per call: encrypt, sign, POST; the caller handles statuses.
 
-    def __init__(self, settings: Settings) -> None:
+    With an ``audit`` log, every attempt is written to it before it is sent.
+    """
+
+    def __init__(self, settings: Settings, audit: AuditLog | None = None) -> None:
         settings.require(
             "mhq.webhook_url", "mhq.client_id", "mhq.client_secret", "mhq.public_key"
         )
@@ -35,10 +39,21 @@ class MhqClient:
         self.session = requests.Session()
         self.session.headers["User-Agent"] = f"mhq-sync-agent/{__version__}"
         self.request_count = 0
+        self.audit = audit
 
-    def post(self, url: str, message_id: str, plaintext: bytes) -> requests.Response:
+    def post(
+        self,
+        url: str,
+        message_id: str,
+        plaintext: bytes,
+        info: MessageInfo | None = None,
+    ) -> requests.Response:
         """Send one attempt; raises requests' network errors unchanged."""
         body = self.encryptor.encrypt(plaintext)
+        audit_id = None
+        if self.audit is not None:
+            audit_info = info or MessageInfo("unknown")
+            audit_id = self.audit.start(message_id, url, plaintext, body, audit_info)
         headers = {
             "Content-Type": "application/jose",
             "X-MHQ-Client-Id": self.client_id,
@@ -46,14 +61,20 @@ class MhqClient:
         }
         started = time.monotonic()
         status: Any = None
+        error: str | None = None
         try:
             response = self.session.post(
                 url, data=body, headers=headers, timeout=(10, 60)
             )
             status = response.status_code
             return response
+        except BaseException as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            raise
         finally:
             self.request_count += 1
+            if self.audit is not None:
+                self.audit.finish(audit_id, status, error)
             log.info(
                 "http request",
                 extra={

@@ -20,6 +20,8 @@ from agent import __version__
 from agent.config.settings import Settings
 from agent.errors import DeliveryRetryableError, DeliveryStoppedError
 from agent.logs import mask
+from agent.processing.privacy import PolicySettings
+from agent.push.audit import AuditLog, MessageInfo
 from agent.push.client import (
     NETWORK_ERRORS,
     RETRY_STATUSES,
@@ -53,13 +55,18 @@ def push(
     retry_rejected: bool = False,
 ) -> PushResult:
     """Queue unsent records into batches and deliver every pending batch in order."""
-    client = MhqClient(settings)
+    client = MhqClient(settings, AuditLog(outbox.db))
     result = PushResult()
+    privacy = PolicySettings.from_values(settings.get)
+    if retry_rejected:
+        # Rejected batches built under other privacy settings go out rebuilt.
+        outbox.rebuild_stale(privacy.fingerprint(), ("rejected",))
     created = outbox.build_batches(
         agent_id=agent_id,
         agent_version=__version__,
         max_records=settings.get("push.max_batch_records"),
         max_bytes=settings.get("push.max_batch_bytes"),
+        privacy=privacy,
     )
     result.batches_created = len(created)
     if retry_rejected:
@@ -157,7 +164,10 @@ def _post(
     client: MhqClient, batch: Batch
 ) -> tuple[requests.Response | None, str | None]:
     try:
-        response = client.post(client.webhook_url, batch.id, batch.envelope)
+        info = MessageInfo(
+            "sync.batch", batch.provider, batch.record_count, batch.counts
+        )
+        response = client.post(client.webhook_url, batch.id, batch.envelope, info)
     except NETWORK_ERRORS as exc:
         return None, f"{type(exc).__name__}: {mask(str(exc))[:300]}"
     if 200 <= response.status_code < 300:

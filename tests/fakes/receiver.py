@@ -78,6 +78,8 @@ class AcceptedMessage:
     headers: Headers
     received_at: float
     protected_header: dict[str, Any]
+    # SHA-256 (hex) of the request body, the JWE as it arrived.
+    body_sha256: str = ""
 
     @property
     def type(self) -> str:
@@ -104,6 +106,8 @@ class Attempt:
     error: str | None
     body_size: int
     scripted: bool = False
+    # SHA-256 (hex) of the request body, the JWE as it arrived.
+    body_sha256: str = ""
 
 
 @dataclass(frozen=True)
@@ -351,7 +355,11 @@ class Receiver:
 
         assert checked.envelope is not None and checked.protected is not None
         message = AcceptedMessage(
-            checked.envelope, headers, received_at, checked.protected
+            checked.envelope,
+            headers,
+            received_at,
+            checked.protected,
+            hashlib.sha256(body).hexdigest(),
         )
         return self._accept(message), False
 
@@ -413,6 +421,7 @@ class Receiver:
             error,
             len(body),
             scripted,
+            hashlib.sha256(body).hexdigest(),
         )
         with self._lock:
             self._attempts.append(attempt)
