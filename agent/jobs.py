@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -196,17 +197,77 @@ def _fetch_all(runtime: Runtime) -> FetchResult:
 def _fetch_provider(
     runtime: Runtime, provider: Provider, store: RecordStore, result: FetchResult
 ) -> None:
-    for entry in provider.resolve():
-        if runtime.stop.is_set():
-            result.interrupted = True
-            return
-        if isinstance(entry, ResolveFailure):
-            _record_resolve_failure(store, provider, entry, result)
-            continue
-        result.repositories += 1
-        _fetch_repository(runtime, provider, entry, store, result)
-        if result.interrupted:
-            return
+    """Fetch the provider's repositories, up to ``http.max_concurrency`` at once.
+
+    A repository with few requests in flight (a chain of pages, a page being
+    stored) leaves the host's request slots to the others. Each repository runs in
+    a worker thread with a database connection of its own and commits its pages
+    in order, each with its bookmark.
+    """
+    workers = max(1, int(runtime.settings.get("http.max_concurrency") or 1))
+    futures: list[Future[FetchResult]] = []
+    pool = ThreadPoolExecutor(workers, thread_name_prefix=f"fetch-{provider.name}")
+    try:
+        for entry in provider.resolve():
+            if runtime.stop.is_set():
+                result.interrupted = True
+                break
+            if isinstance(entry, ResolveFailure):
+                _record_resolve_failure(store, provider, entry, result)
+                continue
+            result.repositories += 1
+            futures.append(
+                pool.submit(_fetch_repository_alone, runtime, provider, entry)
+            )
+            if not _wait_for_free_worker(futures, workers):
+                break
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    for future in futures:
+        _add_result(result, future.result())
+
+
+def _wait_for_free_worker(futures: list[Future[FetchResult]], workers: int) -> bool:
+    """Block until fewer than ``workers`` repositories are queued or running.
+
+    Returns False when a repository stopped the fetch: it was interrupted or
+    raised, as a lost database would.
+    """
+    while True:
+        running = [future for future in futures if not future.done()]
+        for future in futures:
+            if future.done() and (
+                future.exception() is not None or future.result().interrupted
+            ):
+                return False
+        if len(running) < workers:
+            return True
+        wait(running, return_when=FIRST_COMPLETED)
+
+
+def _fetch_repository_alone(
+    runtime: Runtime, provider: Provider, repository: RepositoryRef
+) -> FetchResult:
+    """Fetch one repository in a worker thread, on a database connection of its own."""
+    part = FetchResult()
+    db = Database(runtime.db.url, stop=runtime.abort, application_name="mhq-agent")
+    try:
+        _fetch_repository(runtime, provider, repository, RecordStore(db), part)
+    finally:
+        db.close()
+    return part
+
+
+def _add_result(result: FetchResult, part: FetchResult) -> None:
+    result.ok = result.ok and part.ok
+    result.failed.extend(part.failed)
+    result.records_changed += part.records_changed
+    result.records_deleted += part.records_deleted
+    result.pages += part.pages
+    result.record_failures += part.record_failures
+    result.interrupted = result.interrupted or part.interrupted
 
 
 def _record_resolve_failure(

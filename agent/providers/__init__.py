@@ -15,7 +15,7 @@ def http_settings(
     requests_per_window: int | None = None,
     rate_window_s: float = 3600.0,
 ) -> HttpSettings:
-    """Return the HTTP settings of one host; a budget of 0 or None means no budget."""
+    """Return the HTTP settings of one host. A budget of 0 or None is no budget."""
     return HttpSettings(
         max_concurrency=settings.get("http.max_concurrency"),
         timeout_s=float(settings.get("http.timeout_s")),

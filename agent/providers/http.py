@@ -3,6 +3,11 @@
 Retries cover 429, 5xx, connection errors, timeouts, bodies cut short and error pages
 served with status 200; they back off exponentially with full jitter and honour
 ``Retry-After`` and ``RateLimit-Reset``, within ``retry_budget_s`` per request.
+
+Three limits pace the requests to one host. At most ``max_concurrency`` are in flight,
+and at most ``requests_per_window`` start in any ``rate_window_s``. When the host's
+``RateLimit-Remaining`` runs low, the remaining requests are spread evenly until its
+``RateLimit-Reset``, and at 0 they wait for the reset.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from agent.logs import mask
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+# Below this share of RateLimit-Limit remaining, requests are spread until the reset.
+LOW_REMAINING_SHARE = 0.1
 _NETWORK_ERRORS = (
     requests.ConnectionError,
     requests.Timeout,
@@ -90,6 +97,11 @@ class HostClient:
         self._lock = threading.Lock()
         self._paused_until = 0.0
         self._sent_at: collections.deque[float] = collections.deque()
+        # The gap between request starts while the host's rate limit runs low, the
+        # time the gap applies until, and the earliest start of the next request.
+        self._spacing_s = 0.0
+        self._spacing_until = 0.0
+        self._next_start = 0.0
         self.session = requests.Session()
         adapter = HTTPAdapter(pool_maxsize=settings.max_concurrency, max_retries=0)
         self.session.mount("https://", adapter)
@@ -155,6 +167,7 @@ class HostClient:
             raise Interrupted("shutdown requested")
         with self._slots:
             self._pace()
+            self._space()
             started = time.monotonic()
             try:
                 response = self.session.get(
@@ -223,6 +236,24 @@ class HostClient:
             if self.stop.wait(wait):
                 raise Interrupted("shutdown requested while pacing requests")
 
+    def _space(self) -> None:
+        """Keep request starts ``_spacing_s`` apart while the host's limit runs low."""
+        with self._lock:
+            now = time.monotonic()
+            if self._spacing_s <= 0 or now >= self._spacing_until:
+                return
+            start = max(now, self._next_start)
+            self._next_start = start + self._spacing_s
+            wait = start - now
+        if wait <= 0:
+            return
+        log.debug(
+            "rate limit running low, spacing requests",
+            extra={"provider": self.provider, "wait_s": round(wait, 2)},
+        )
+        if self.stop.wait(wait):
+            raise Interrupted("shutdown requested while spacing requests")
+
     def _log_request(
         self,
         url: str,
@@ -253,20 +284,31 @@ class HostClient:
         return random.uniform(0, min(self.settings.backoff_cap_s, exponential))
 
     def _note_rate_limit(self, response: requests.Response) -> None:
-        remaining = response.headers.get("RateLimit-Remaining")
-        reset = response.headers.get("RateLimit-Reset")
-        if remaining is None or reset is None:
-            return
+        """Pause at RateLimit-Remaining 0, and spread the requests left when it is low.
+
+        Low is under a tenth of RateLimit-Limit or under two requests per slot,
+        whichever is more.
+        """
+        headers = response.headers
         try:
-            if int(remaining) > 0:
-                return
-            reset_at = float(reset)
-        except ValueError:
+            remaining = int(headers["RateLimit-Remaining"])
+            reset_at = float(headers["RateLimit-Reset"])
+            limit = int(headers.get("RateLimit-Limit") or 0)
+        except (KeyError, ValueError):
             return
         # RateLimit-Reset is a Unix time on GitLab; convert to this clock.
-        pause = max(0.0, reset_at - time.time())
+        until_reset = max(0.0, reset_at - time.time())
+        low = max(2 * self.settings.max_concurrency, LOW_REMAINING_SHARE * limit)
         with self._lock:
-            self._paused_until = max(self._paused_until, time.monotonic() + pause)
+            now = time.monotonic()
+            if remaining <= 0:
+                self._paused_until = max(self._paused_until, now + until_reset)
+            elif remaining < low:
+                self._spacing_s = until_reset / remaining
+                self._spacing_until = now + until_reset
+                self._next_start = max(self._next_start, now + self._spacing_s)
+            else:
+                self._spacing_s = 0.0
 
     def _wait_for_rate_limit(self, deadline: float) -> None:
         with self._lock:
