@@ -512,7 +512,7 @@ class _BitbucketBuilder:
         record.update(
             hash=sha,
             date=self._time(index, pr, number - self.scale.commits),
-            # The agent asks for these user fields with `fields=`, so Bitbucket
+            # The agent requests these user fields with `fields=`, so Bitbucket
             # returns them, unlike in the fixture, which was requested without.
             author={
                 "raw": f"{author['display_name']} <{author['nickname']}@example.com>",
