@@ -139,7 +139,7 @@ def _private_repositories(
 def original_repository_keys(db: Database, keys: list[Any]) -> list[Any]:
     """Map the repository keys MHQ sends back (in ``resync``) to the stored keys.
 
-    MHQ knows a repository by what its record's key was sent as: a pseudonym, a
+    MHQ identifies a repository by what its record's key was sent as: a pseudonym, a
     key with pseudonyms inside, or a heartbeat's ``<provider>:<id>`` label.
     """
     texts = [key for key in keys if isinstance(key, str)]

@@ -108,9 +108,7 @@ class Scheduler:
             if rows[0][0]:
                 return True
             if not announced:
-                log.warning(
-                    "another agent holds the lock on this database; staying idle"
-                )
+                log.warning("another agent has the lock on this database; staying idle")
                 announced = True
             self.stop.wait(TICK_S)
         return False

@@ -61,7 +61,8 @@ KEYS: tuple[Key, ...] = (
     Key("integrations.gitlab.ca_bundle", "GITLAB_CA_BUNDLE"),
     Key("integrations.gitlab.repositories", None, Kind.LIST, ()),
     # GitLab.com allows about 2,000 API requests a minute per user. A self-managed
-    # instance may allow far fewer, and its owner may not want it loaded. 0 is none.
+    # instance may allow far fewer, and its owner may not want it loaded.
+    # 0 turns the budget off.
     Key(
         "integrations.gitlab.requests_per_minute",
         "GITLAB_REQUESTS_PER_MINUTE",

@@ -51,7 +51,7 @@ class BitbucketSettings:
 
 @dataclass(frozen=True)
 class Settings:
-    """Every setting after validation; ``sources`` says where each came from."""
+    """Every setting after validation; ``sources`` names where each came from."""
 
     values: Mapping[str, Any]
     sources: Mapping[str, str]
@@ -99,7 +99,7 @@ class Settings:
 
 @dataclass
 class LoadOptions:
-    """What the command line adds to the sources: flags and where to look."""
+    """The command line's part of the sources: flags and where to look."""
 
     config_path: str | None = None
     ssm_prefix: str | None = None

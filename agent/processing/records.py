@@ -148,7 +148,7 @@ def make_record(
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise ValueError(
-            f"{entity} record {payload['id']} holds text that is not valid Unicode "
+            f"{entity} record {payload['id']} contains text that is not valid Unicode "
             f"(at character {exc.start})"
         ) from None
     return Record(
@@ -193,3 +193,28 @@ def first_line(text: Any) -> str | None:
     if not isinstance(text, str):
         return None
     return text.strip().split("\n", 1)[0].strip() or None
+
+
+def text_or_none(value: Any) -> str | None:
+    """Return a provider value as text; numbers become text, None stays None.
+
+    Raises ValueError for other types, so the caller reports the record instead of
+    sending a Python representation.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    raise ValueError(f"expected text, got {type(value).__name__}")
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    """Return ``value`` when it is a JSON object, else an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
+def as_list(value: Any) -> list[Any]:
+    """Return ``value`` when it is a JSON array, else an empty one."""
+    return value if isinstance(value, list) else []

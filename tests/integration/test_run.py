@@ -112,7 +112,7 @@ def test_second_agent_stays_idle(agent: AgentSetup, receiver: Receiver) -> None:
         first.wait_for(_event("heartbeat sent"))
         with running(agent) as second:
             second.wait_for(
-                _event("another agent holds the lock on this database; staying idle")
+                _event("another agent has the lock on this database; staying idle")
             )
             time.sleep(1)
             second_exit = second.terminate()

@@ -18,6 +18,15 @@ from agent.processing.records import (
     make_record,
     utc_timestamp,
 )
+from agent.processing.records import (
+    as_dict as as_dict,
+)
+from agent.processing.records import (
+    as_list as as_list,
+)
+from agent.processing.records import (
+    text_or_none as _text,
+)
 from agent.providers.base import RepositoryRef
 
 PROVIDER = "bitbucket"
@@ -392,16 +401,6 @@ def version_of(raw: Any, field: str) -> str | None:
         return None
 
 
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)
-    raise ValueError(f"expected text, got {type(value).__name__}")
-
-
 def _int(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
@@ -409,11 +408,3 @@ def _int(value: Any) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
-
-
-def as_dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []

@@ -91,8 +91,8 @@ class BitbucketProvider(Provider):
     def check(self) -> list[CheckResult]:
         """Check the token, then read each repository's pull requests and pipelines.
 
-        Bitbucket names a missing scope in its 403 answer, which each failed line
-        repeats. One request per repository and scope, and nothing is stored.
+        Bitbucket names a missing scope in its 403 response, which each failed
+        line repeats. One request per repository and scope, and nothing is stored.
         """
         try:
             user = self.client.get_json(f"{self.api_url}/user").data

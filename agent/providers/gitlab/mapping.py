@@ -17,6 +17,15 @@ from agent.processing.records import (
     make_record,
     utc_timestamp,
 )
+from agent.processing.records import (
+    as_dict as _dict,
+)
+from agent.processing.records import (
+    as_list as _list,
+)
+from agent.processing.records import (
+    text_or_none as _text,
+)
 from agent.providers.base import RepositoryRef
 
 PROVIDER = "gitlab"
@@ -278,30 +287,12 @@ def version_of(raw: Any) -> str | None:
         return None
 
 
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)
-    raise ValueError(f"expected text, got {type(value).__name__}")
-
-
 def _draft(mr: dict[str, Any]) -> bool | None:
     """Return ``draft``, else the older ``work_in_progress``, if either is a bool."""
     for name in ("draft", "work_in_progress"):
         if isinstance(mr.get(name), bool):
             return bool(mr[name])
     return None
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
 
 
 def _int_or_none(value: Any) -> int | None:

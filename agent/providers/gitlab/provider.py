@@ -35,7 +35,7 @@ STREAMS = ("repository", "merge_requests", "pipelines", "deployments")
 
 @dataclass
 class _MergeRequestDetails:
-    """Sub-resources of one merge request; None where GitLab answered 404."""
+    """Sub-resources of one merge request; None where GitLab returned 404."""
 
     commits: list[dict[str, Any]] | None
     notes: list[dict[str, Any]] | None
@@ -366,7 +366,7 @@ class GitLabProvider(Provider):
                 # Stored children stay as they are: a 404 proves nothing was deleted.
                 page.failures.append(
                     RecordFailure(
-                        "pull_requests", mr_id, f"GitLab answered 404 for its {name}"
+                        "pull_requests", mr_id, f"GitLab returned 404 for its {name}"
                     )
                 )
         for raw in details.commits or []:
@@ -552,7 +552,7 @@ def _max_version(raw_page: list[dict[str, Any]]) -> str | None:
 
 
 def _unless_missing(future: Future[Any]) -> Any:
-    """Return a sub-resource list, or None when GitLab answered 404 for it."""
+    """Return a sub-resource list, or None when GitLab returned 404 for it."""
     try:
         return future.result()
     except NotFoundError:
