@@ -134,7 +134,7 @@ def _deliver(
             status is not None and status not in RETRY_STATUSES
         ):
             raise DeliveryStoppedError(
-                f"MHQ responded {status} for batch {batch.id} ({error}); check the "
+                f"MHQ answered {status} for batch {batch.id} ({error}); check the "
                 "webhook URL, client id and client secret; nothing was lost",
                 status=status or 0,
             )
